@@ -1,0 +1,182 @@
+"""yacs configuration for HypTree.
+
+Two entry points:
+
+* ``add_hyptree_config(cfg)`` adds our keys to an existing (Dassl) config, only
+  where they are missing, so it composes with MaPLe's / PromptSRC's ``extend_cfg``
+  in either order and never overrides a value a user already set.
+* ``default_config()`` returns a complete standalone config (the few Dassl-style
+  keys the library reads, plus ours) for use without Dassl.
+
+Key layout (everything of ours lives under ``TRAINER.HYPTREE``)::
+
+    TRAINER.HYPTREE.BACKBONE        coop | maple | promptsrc
+    TRAINER.HYPTREE.PRESET          vanilla | protect | hyptree
+    TRAINER.HYPTREE.CURVATURE.MODE  euclidean | shared | separate | intermediate
+    TRAINER.HYPTREE.ALIGN.CROSS     entailment | angle | mmd
+
+The backbones keep their own published sections (``TRAINER.COOP``,
+``TRAINER.MAPLE``, ``TRAINER.PROMPTSRC``) with the same names and defaults as
+the CoOp / MaPLe / PromptSRC repositories, so their yaml files load unchanged.
+"""
+from __future__ import annotations
+
+from yacs.config import CfgNode as CN
+
+BACKBONES = ("coop", "maple", "promptsrc")
+PRESETS = ("vanilla", "protect", "hyptree")
+CURVATURE_MODES = ("euclidean", "shared", "separate", "intermediate")
+CROSS_TERMS = ("entailment", "angle", "mmd")
+SPLIT_MODES = ("balanced", "first_half")
+
+
+def _hyptree_defaults() -> CN:
+    h = CN()
+    h.BACKBONE = "maple"
+    h.PRESET = "hyptree"
+    # Local CLIP checkpoint (OpenAI TorchScript/state dict, or OpenCLIP format such
+    # as BioCLIP). Empty: MODEL.BACKBONE.NAME through clip.load.
+    h.CLIP_PATH = ""
+    # Image tree: class tokens kept after these blocks (1-based, given for a
+    # 12-block ViT and scaled to other depths) plus the last block.
+    h.LAYERS = [4, 7]
+    h.IMAGE_TREE = True  # False: every node sees the final image feature (ablation)
+    h.PASS_THROUGH = True  # False: raw intermediate class tokens (ablation)
+    # Loss weights: J = W_CUT * L_cut + LAMBDA * L_node + ALPHA * (J_Tent + J_Vent + J_ent)
+    h.W_CUT = 1.0
+    h.LAMBDA = 0.5
+    h.ALPHA = 0.5
+    h.CUT_RATE = 0.1  # training tree cuts: each internal node kept folded with this rate
+    # Scaling of unit features before the exponential map (s_t, s_i).
+    h.SCALE_TEXT = 10.0
+    h.SCALE_IMAGE = 10.0
+    h.CONE_K = 0.1  # entailment-cone constant K of the half-aperture
+
+    h.CURVATURE = CN()
+    h.CURVATURE.MODE = "intermediate"
+    h.CURVATURE.C0 = 0.05  # init; learnable values clamped to [C0/10, 10*C0]
+    h.CURVATURE.LEARN = True
+    h.CURVATURE.KAPPA = 3.0  # radius rule factor of the intermediate-curvature solve
+
+    h.ALIGN = CN()
+    h.ALIGN.CROSS = "entailment"
+    h.ALIGN.ANGLE = CN()
+    h.ALIGN.ANGLE.TEMPERATURE = 0.07
+    h.ALIGN.ANGLE.CENTROID_WEIGHT = 0.0  # Einstein-midpoint centroid regulariser
+    h.ALIGN.MMD = CN()
+    h.ALIGN.MMD.BANDWIDTHS = [0.5, 1.0, 2.0, 4.0]
+
+    h.EVAL = CN()
+    h.EVAL.NUM_CUTS = 25
+    h.EVAL.CUT_RATES = [0.9, 0.7, 0.5, 0.3, 0.1]
+    h.EVAL.CUT_SEED = 0
+    h.EVAL.CUTS_FILE = ""  # JSON of node-name lists, or a ProTeCt treecut .pkl
+
+    h.TAXONOMY = CN()
+    h.TAXONOMY.FILE = ""  # canonical '/'-separated path file overriding the dataset's tree
+    return h
+
+
+def _backbone_defaults() -> dict[str, CN]:
+    """The backbones' own sections, as published by CoOp / MaPLe / PromptSRC."""
+    coop = CN()
+    coop.N_CTX = 16
+    coop.CSC = False
+    coop.CTX_INIT = ""
+    coop.PREC = "fp16"
+    coop.CLASS_TOKEN_POSITION = "end"
+
+    maple = CN()
+    maple.N_CTX = 2
+    maple.CTX_INIT = "a photo of a"
+    maple.PREC = "fp16"
+    maple.PROMPT_DEPTH = 9
+
+    src = CN()
+    src.N_CTX_VISION = 4
+    src.N_CTX_TEXT = 4
+    src.CTX_INIT = "a photo of a"
+    src.PREC = "fp16"
+    src.PROMPT_DEPTH_VISION = 9
+    src.PROMPT_DEPTH_TEXT = 9
+    src.TEXT_LOSS_WEIGHT = 25.0
+    src.IMAGE_LOSS_WEIGHT = 10.0
+    src.GPA_MEAN = 15
+    src.GPA_STD = 1
+    return {"COOP": coop, "MAPLE": maple, "PROMPTSRC": src}
+
+
+def _add_missing(node: CN, defaults: CN) -> None:
+    """Recursively copy keys of ``defaults`` that ``node`` lacks (never overwrite)."""
+    for key, value in defaults.items():
+        if key not in node:
+            node[key] = value.clone() if isinstance(value, CN) else value
+        elif isinstance(value, CN):
+            if not isinstance(node[key], CN):
+                raise TypeError(
+                    f"config key {key!r} exists but is not a section; HypTree needs it "
+                    f"to hold {sorted(value.keys())}"
+                )
+            _add_missing(node[key], value)
+
+
+def add_hyptree_config(cfg: CN) -> CN:
+    """Add HypTree's keys (and the backbones' sections) where missing. Returns ``cfg``."""
+    if cfg.is_frozen():
+        raise RuntimeError("add_hyptree_config needs an unfrozen config (call it before cfg.freeze())")
+    if "TRAINER" not in cfg:
+        cfg.TRAINER = CN()
+    for name, section in _backbone_defaults().items():
+        _add_missing(cfg.TRAINER, CN({name: section}))
+    _add_missing(cfg.TRAINER, CN({"HYPTREE": _hyptree_defaults()}))
+    if "DATASET" not in cfg:
+        cfg.DATASET = CN()
+    _add_missing(
+        cfg.DATASET,
+        CN({"SUBSAMPLE_CLASSES": "all", "SUBSAMPLE_SPLIT": "balanced"}),
+    )
+    return cfg
+
+
+def default_config() -> CN:
+    """A complete standalone config (no Dassl), with Dassl's names for shared keys."""
+    cfg = CN()
+    cfg.SEED = 1
+    cfg.OUTPUT_DIR = "./output"
+    cfg.MODEL = CN()
+    cfg.MODEL.BACKBONE = CN()
+    cfg.MODEL.BACKBONE.NAME = "ViT-B/16"
+    cfg.DATASET = CN()
+    cfg.DATASET.ROOT = ""
+    cfg.DATASET.NAME = ""
+    cfg.DATASET.NUM_SHOTS = -1
+    cfg.OPTIM = CN()
+    cfg.OPTIM.NAME = "sgd"
+    cfg.OPTIM.LR = 0.01
+    cfg.OPTIM.MAX_EPOCH = 10
+    cfg.TRAINER = CN()
+    cfg.TRAINER.NAME = ""
+    return add_hyptree_config(cfg)
+
+
+def check_config(cfg: CN) -> None:
+    """Raise a ValueError naming the key for any choice outside its allowed values."""
+    h = cfg.TRAINER.HYPTREE
+    choices = [
+        ("TRAINER.HYPTREE.BACKBONE", h.BACKBONE, BACKBONES),
+        ("TRAINER.HYPTREE.PRESET", h.PRESET, PRESETS),
+        ("TRAINER.HYPTREE.CURVATURE.MODE", h.CURVATURE.MODE, CURVATURE_MODES),
+        ("TRAINER.HYPTREE.ALIGN.CROSS", h.ALIGN.CROSS, CROSS_TERMS),
+        ("DATASET.SUBSAMPLE_SPLIT", cfg.DATASET.SUBSAMPLE_SPLIT, SPLIT_MODES),
+    ]
+    for key, value, allowed in choices:
+        if value not in allowed:
+            raise ValueError(f"{key} = {value!r}; expected one of {', '.join(allowed)}")
+    if h.CURVATURE.C0 <= 0:
+        raise ValueError(f"TRAINER.HYPTREE.CURVATURE.C0 must be > 0, got {h.CURVATURE.C0}")
+    if list(h.LAYERS) != sorted(set(h.LAYERS)) or any(p < 1 for p in h.LAYERS):
+        raise ValueError(
+            f"TRAINER.HYPTREE.LAYERS = {list(h.LAYERS)}; expected strictly increasing block numbers >= 1"
+        )
+    if not 0.0 <= h.CUT_RATE <= 1.0:
+        raise ValueError(f"TRAINER.HYPTREE.CUT_RATE = {h.CUT_RATE}; expected a rate in [0, 1]")
