@@ -837,8 +837,8 @@ def read_imagenet(root: str, cache: bool = True) -> SplitData:
 
     Labels follow ``classnames.txt`` (all its classes must have train and val folders).
     The folder scan is cached in ``$DATA/imagenet/preprocessed_hyptree.pkl`` (paths
-    relative to ``images/``, so the data root may move; rebuilt when ``classnames.txt``
-    changes; MaPLe's own ``preprocessed.pkl`` is left alone).
+    relative to ``images/``, so the data root may move; rebuilt when the wnids of
+    ``classnames.txt`` change, while new class names apply at once; MaPLe's own ``preprocessed.pkl`` is left alone).
     """
     dataset_dir = os.path.join(root, "imagenet")
     image_dir = os.path.join(dataset_dir, "images")

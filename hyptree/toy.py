@@ -89,8 +89,11 @@ def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(canvas) > 127
 
 
-def render_toy_image(shape: str, colour: str, pattern: str, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """One ToyHier image as an (size, size, 3) uint8 array."""
+def render_toy_image(
+    shape: str, colour: str, pattern: str, rng: np.random.Generator, size: int = 32, return_mask: bool = False
+):
+    """One ToyHier image as an (size, size, 3) uint8 array (and the shape's boolean
+    (size, size) mask when ``return_mask``)."""
     if shape not in SHAPES or colour not in COLOURS or pattern not in PATTERNS:
         raise ValueError(f"unknown toy class ({shape}, {colour}, {pattern})")
     base = rng.uniform(70, 185) + rng.uniform(-15, 15, size=3)  # greyish, slightly tinted
@@ -106,7 +109,8 @@ def render_toy_image(shape: str, colour: str, pattern: str, rng: np.random.Gener
         stripes = (phase % 1.0) < 0.5
         img[mask & stripes] = fill * 0.4
     img += rng.normal(0, 6, size=img.shape)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return (out, mask) if return_mask else out
 
 
 def make_toy_dataset(
