@@ -638,7 +638,9 @@ def _write_cifar100_images(dataset_dir: str, image_dir: str, split_json: str, ma
         pixels = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # channel-major -> HWC
         for idx, (img, lab) in enumerate(zip(pixels, labels)):
             path = os.path.join(image_dir, split, fine_names[lab], f"{idx:05d}.png")
-            Image.fromarray(np.ascontiguousarray(img)).save(path, format="PNG")
+            # temporary name + rename: a concurrent run never reads a half-written file
+            Image.fromarray(np.ascontiguousarray(img)).save(path + ".tmp", format="PNG")
+            os.replace(path + ".tmp", path)
             splits[split].append(Item(path, int(lab), fine_names[lab]))
     write_coop_split(splits, split_json, image_dir)
     info = {
