@@ -75,9 +75,13 @@ def load_clip(name_or_path, device="cpu", download_root=None, precision=None, te
     Returns:
         a ``clip.model.CLIP`` instance.
 
-    Named models go through ``clip.load`` (its checksum and download logic). Local files are
-    built here in fp32 from the state dict (``clip.model.build_model`` would round fp32
-    checkpoints such as OpenCLIP's through fp16 first, and cannot take a head count).
+    Named models are fetched by the ``clip`` package's own cache/checksum/download function
+    (``clip.clip._download``, the one ``clip.load`` and MaPLe's ``load_clip_to_cpu`` use).
+    Every file is then read here and built in fp32 from its state dict, rather than by
+    ``clip.load``/``clip.model.build_model``: those round fp32 checkpoints (OpenCLIP's)
+    through fp16, cannot take a head count, and ``clip.load``'s state-dict fallback fails on
+    recent PyTorch (it retries ``torch.load`` on a file object the failed TorchScript attempt
+    has already consumed). For OpenAI's fp16 archives the result equals ``clip.load``'s.
     """
     device = torch.device(device)
     root = os.path.expanduser(download_root or _DEFAULT_ROOT)
@@ -99,13 +103,13 @@ def _load_named(name, root):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # clip warns before re-downloading
-            model, _ = clip.load(name, device="cpu", jit=False, download_root=root)
+            path = clip.clip._download(url, root)
     except Exception as error:  # offline, proxy, disk, checksum: one clear message, cause chained
         why = (f"{target} exists but does not match the published SHA256 and could not be "
                f"downloaded again ({error})" if existed
                else f"downloading it to {target} failed ({error})")
         raise RuntimeError(_missing_weights_message(name, root, why)) from error
-    return model.float()
+    return build_clip(_read_checkpoint(path), source=path)
 
 
 def _missing_weights_message(name, root, why):
