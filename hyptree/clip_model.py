@@ -353,11 +353,18 @@ def scale_layers(layers=(4, 7), depth=12, reference_depth=12):
     return scaled
 
 
-def _block_mask(block, length, dtype, device):
+def _block_mask(block, length, dtype, device, cache):
+    """The block's attention mask cut to ``length``, on ``device``; cached per tower, since
+    OpenAI's blocks keep it as a plain attribute that ``model.to(device)`` does not move."""
     mask = getattr(block, "attn_mask", None)
     if mask is None:
         return None
-    return mask[:length, :length].to(dtype=dtype, device=device)
+    key = (id(block), length, dtype, device)
+    source, cut = cache.get(key, (None, None))
+    if source is not mask:  # first use, or the block's mask was replaced
+        cut = mask[:length, :length].to(dtype=dtype, device=device)
+        cache[key] = (mask, cut)
+    return cut
 
 
 def _run_block(block, x, attn_mask=None):
@@ -413,6 +420,7 @@ class TextTower(nn.Module):
         self.context_length = clip_model.positional_embedding.shape[0]
         # Causal attention: the EOT token never sees later positions, so those can be cut.
         self.causal = all(_is_causal(b.attn_mask, self.context_length) for b in self.blocks)
+        self._masks = {}
         self.calls = 0
 
     @property
@@ -469,7 +477,7 @@ class TextTower(nn.Module):
                 prompt = deep_prompts[i - 1].to(dtype)
                 prompt = prompt.unsqueeze(1).expand(-1, count, -1)
                 x = torch.cat([x[:1], prompt, x[1 + prompt.shape[0]:]], dim=0)
-            x = _run_block(block, x, _block_mask(block, length, dtype, x.device))
+            x = _run_block(block, x, _block_mask(block, length, dtype, x.device, self._masks))
         x = x[eot, torch.arange(count, device=x.device)]  # (N, W): the EOT token of each prompt
         x = model.ln_final(x).to(dtype)
         return x @ model.text_projection
@@ -500,6 +508,7 @@ class VisionTower(nn.Module):
         self.patch_size = visual.conv1.weight.shape[-1]
         self.input_resolution = getattr(visual, "input_resolution", None)
         self.output_dim = visual.proj.shape[1]
+        self._masks = {}
         self.calls = 0
 
     @property
@@ -572,7 +581,7 @@ class VisionTower(nn.Module):
                 x = torch.cat([x[:length - n_prompt], prompt], dim=0)
             if pass_through and kept is not None:
                 kept = _pass_through(block, kept)
-            x = _run_block(block, x, _block_mask(block, length, dtype, x.device))
+            x = _run_block(block, x, _block_mask(block, length, dtype, x.device, self._masks))
             if i + 1 in keep:
                 kept = x[:1] if kept is None else torch.cat([kept, x[:1]], dim=0)
         tokens = x[:1] if kept is None else torch.cat([kept, x[:1]], dim=0)  # (m+1, B, W)
