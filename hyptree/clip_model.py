@@ -85,11 +85,12 @@ def load_clip(name_or_path, device="cpu", download_root=None, precision=None, te
     """
     device = torch.device(device)
     root = os.path.expanduser(download_root or _DEFAULT_ROOT)
+    name_or_path = os.fspath(name_or_path)
+    path = os.path.expanduser(name_or_path)
     if name_or_path in clip.available_models():
         model = _load_named(name_or_path, root)
-    elif os.path.isfile(name_or_path):
-        model = build_clip(_read_checkpoint(name_or_path), text_heads=text_heads,
-                           source=name_or_path)
+    elif os.path.isfile(path):
+        model = build_clip(_read_checkpoint(path), text_heads=text_heads, source=path)
     else:
         raise FileNotFoundError(_missing_weights_message(
             name_or_path, root, "it is neither a known model name nor an existing file"))

@@ -1,6 +1,5 @@
 import argparse
 import hashlib
-import os
 import urllib.error
 import urllib.request
 import warnings
@@ -344,7 +343,7 @@ def test_load_state_dict_file(tmp_path, tokens):
     model = tiny_clip()  # text width 32 with 2 heads: not CLIP's default rule
     path = tmp_path / "tiny.pt"
     torch.save(model.state_dict(), path)
-    loaded = load_clip(str(path), text_heads=2)
+    loaded = load_clip(path, text_heads=2)  # a pathlib.Path works too
     assert_same_weights(model, loaded)
     assert loaded.dtype == torch.float32 and not loaded.training
     with torch.no_grad():
