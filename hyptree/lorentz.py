@@ -110,11 +110,6 @@ def _sumsq(x, keepdim=False):
     return (x * x).sum(dim=-1, keepdim=keepdim)
 
 
-def _safe_norm(x, floor, keepdim=False):
-    """``max(|x|, floor)``; zero gradient below the floor, never ``0/0``."""
-    return _sumsq(x, keepdim).clamp_min(floor * floor).sqrt()
-
-
 def _sinhc(z2, z_cap):
     """``sinh(min(z, z_cap)) / z`` from ``z2 = z**2``; 1 at z = 0, smooth there."""
     small = z2 < _TAYLOR_Z ** 2
@@ -236,8 +231,10 @@ def pairwise_dist(x, y, curv):
     """All-pairs geodesic distance ``acosh(-c<x_i, y_j>) / sqrt(c)``.
 
     Uses one matrix product (memory ``O(B1 B2)``, no ``(B1, B2, d)`` difference
-    tensor), so coincident points get ``acosh(1 + eps) / sqrt(c)`` instead of 0
-    (see module docstring); use :func:`dist` when exact small distances matter.
+    tensor), so coincident points get a small positive value instead of 0: at
+    least ``acosh(1 + eps) / sqrt(c)`` (the clamp), more when the rounding of
+    ``-c<x,y> ~ 1 + c|x|^2`` exceeds eps.  Use :func:`dist` when exact small
+    distances matter.
 
     Args:
         x: ``(B1, d)``, y: ``(B2, d)`` space components.
@@ -271,9 +268,9 @@ def half_aperture(x, curv, min_radius=0.1):
     """
     (x,) = _prep(x)
     c, _ = _curv(curv, x)
-    norm = _safe_norm(x, torch.finfo(x.dtype).tiny ** 0.5)
-    arg = (2.0 * min_radius / (c.sqrt() * norm)).clamp(max=1.0 - _eps(x.dtype))
-    return torch.asin(arg)
+    # floor the denominator where the argument is clamped anyway: no 1/tiny^2 in backward
+    den = (c * _sumsq(x)).clamp_min(max(2.0 * min_radius, 1e-18) ** 2).sqrt()
+    return torch.asin((2.0 * min_radius / den).clamp(max=1.0 - _eps(x.dtype)))
 
 
 def exterior_angle(x, y, curv):
@@ -343,8 +340,8 @@ def euclidean_half_aperture(x, min_radius=0.1):
         ``(...)`` angles in ``(0, pi/2)`` (argument clamped below ``1 - eps``).
     """
     (x,) = _prep(x)
-    norm = _safe_norm(x, torch.finfo(x.dtype).tiny ** 0.5)
-    return torch.asin((min_radius / norm).clamp(max=1.0 - _eps(x.dtype)))
+    den = _sumsq(x).clamp_min(max(min_radius, 1e-18) ** 2).sqrt()
+    return torch.asin((min_radius / den).clamp(max=1.0 - _eps(x.dtype)))
 
 
 def euclidean_exterior_angle(x, y):
