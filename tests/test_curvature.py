@@ -175,6 +175,19 @@ def test_solver_matches_scipy_both_orders(free_radii):
         assert where.count("in") == len(where)
 
 
+def test_solver_matches_scipy_nearly_equal_curvatures():
+    """Narrow brackets: the golden search alone stalls ~1e-8 away (flat minimum)."""
+    rng = np.random.default_rng(8)
+    n = 200
+    c_t = np.exp(rng.uniform(np.log(1e-3), np.log(10.0), n))
+    c_i = c_t * np.exp(rng.uniform(-0.05, 0.05, n))
+    ratio = np.exp(rng.uniform(np.log(0.3), np.log(3.0), n))
+    r_t, r_i = (r.numpy() for r in radii_from_ratio(torch.tensor(ratio), torch.tensor(c_t), torch.tensor(c_i)))
+    got = intermediate_curvature(*(torch.tensor(v) for v in (c_t, c_i, r_t, r_i))).numpy()
+    ref = np.array([oracle(*case)[0] for case in zip(c_t, c_i, r_t, r_i)])
+    np.testing.assert_allclose(got, ref, rtol=1e-8, atol=0)
+
+
 def _fd_grads(c_t, c_i, r_t, r_i, rel=1e-6):
     out = []
     base = [c_t, c_i, r_t, r_i]
@@ -316,6 +329,19 @@ def test_batched_shapes_and_dtypes():
     c_i_leaf = c_i.clone().requires_grad_(True)
     intermediate_curvature(c_t.double(), c_i_leaf, r_t, r_i).sum().backward()
     assert c_i_leaf.grad.shape == (4,) and torch.isfinite(c_i_leaf.grad).all()
+
+
+def test_extreme_inputs_stay_finite_and_in_bracket():
+    """Curvatures at the ends of [1e-3, 10], ratios at the clamp: radii up to ~1e4."""
+    cs = [1e-3, 1e-2, 0.1, 1.0, 10.0]
+    grid = torch.tensor([(a, b, r) for a in cs for b in cs for r in (*C.RATIO_RANGE, 1.0)], dtype=F64)
+    c_t, c_i = grid[:, 0].clone().requires_grad_(True), grid[:, 1].clone().requires_grad_(True)
+    r_t, r_i = radii_from_ratio(grid[:, 2], c_t, c_i)
+    c_m = intermediate_curvature(c_t, c_i, r_t, r_i)
+    assert torch.isfinite(c_m).all()
+    assert (c_m >= torch.minimum(c_t, c_i)).all() and (c_m <= torch.maximum(c_t, c_i)).all()
+    gt, gi = torch.autograd.grad(c_m.sum(), (c_t, c_i))
+    assert torch.isfinite(gt).all() and torch.isfinite(gi).all()
 
 
 def test_solver_precision_needs_the_newton_polish():
