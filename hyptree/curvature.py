@@ -31,6 +31,7 @@ __all__ = [
     "GOLDEN_ITERS",
     "NEWTON_STEPS",
     "BOUNDARY_RTOL",
+    "RATIO_RANGE",
     "manifold_distance",
     "intermediate_curvature",
     "radii_from_ratio",
@@ -55,7 +56,10 @@ _INVPHI = (math.sqrt(5.0) - 1.0) / 2.0
 # minimum half-width (in log c) of the interval the Newton steps may move in
 _NEWTON_MARGIN = 1e-6
 # cosh(300) ~ 1e130: keeps D and its derivatives finite in float64 even multiplied
-# by large radii.  Only reached for absurd radii (|sqrt(c) - sqrt(c_ref)| r > 300).
+# by large radii.  Reached only when |sqrt(c) - sqrt(c_ref)| r > 300, i.e. extreme
+# radii (a feature-norm ratio near RATIO_RANGE's ends with far-apart curvatures;
+# typical training values give z < 60).  There the capped objective is minimised:
+# the result stays finite and in the bracket, but is no longer the exact optimum.
 _Z_CAP = 300.0
 
 
