@@ -41,7 +41,7 @@ __all__ = ["HierarchicalMeter", "hierarchical_metrics"]
 def _as_tensor(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach()
-    return torch.as_tensor(np.asarray(x))
+    return torch.tensor(np.asarray(x))
 
 
 class HierarchicalMeter:

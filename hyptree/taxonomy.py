@@ -1166,10 +1166,11 @@ def _resolve_cut_names(taxonomy: Taxonomy, names, targets) -> tuple[int, ...]:
     by_text = cache["protect_text"]
     ids = []
     for pos, name in enumerate(names):
-        if name in taxonomy:
-            ids.append(taxonomy.index(name))
-            continue
-        cand = [c for c in by_text.get(name, []) if c != 0]
+        # ProTeCt writes prompt texts, so an exact name can be shadowed: 'vessel' is both
+        # a node name and the text of 'vessel_1'; all matches are candidates.
+        exact = {taxonomy.index(name)} if name in taxonomy else set()
+        cand = sorted(exact | set(by_text.get(name, [])))
+        cand = [c for c in cand if c != 0]
         if not cand:
             raise ValueError(f"node {name!r} not found in the taxonomy (by name, display name or ProTeCt text)")
         if len(cand) > 1:
