@@ -685,8 +685,9 @@ def read_rare_species(
     their taxon; when the same taxon name occurs at two places (another rank, or the
     same genus name under two families) each occurrence is qualified as
     ``name (parent)``, and if that still repeats, by its full ``_``-joined lineage.
-    Display names are always the bare taxon. Class order: sorted folder names
-    (Dassl's ImageFolder order) unless ``class_order`` (folder names) is given.
+    Display names are always the bare taxon. Class order: ``class_order`` (folder
+    names) if given, else the order of a given list of names, else (a directory)
+    sorted folder names, as Dassl's ImageFolder-style readers number them.
     """
     if isinstance(root_or_names, (str, os.PathLike)):
         root = str(root_or_names)
