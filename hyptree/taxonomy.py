@@ -421,15 +421,16 @@ class Taxonomy:
         lines: Iterable[str] | str,
         class_order: Sequence[str] | None = None,
         display_names: Mapping[str, str] | None = None,
-        root_name: str = ROOT_NAME,
+        root_name: str | None = None,
         source: str = "<paths>",
     ) -> "Taxonomy":
         """Build from the canonical text format.
 
         One root-to-leaf path per line, components separated by ``/``, the root
-        implicit (not written; it is called ``root_name``). Blank lines and lines
-        starting with ``#`` are skipped. A line ``@ NAME = DISPLAY TEXT`` gives a
-        node's display name. Every other line is a path: components are stripped of
+        implicit (not written). The root is called ``root_name`` if given, else as a
+        line ``@root NAME`` says, else ``root``. Blank lines and lines starting with
+        ``#`` are skipped. A line ``@ NAME = DISPLAY TEXT`` gives a node's display
+        name. Every other line is a path: components are stripped of
         surrounding spaces and must be non-empty (``a//b``, a leading or trailing
         ``/`` are errors naming the line). The last component of each line is a
         class; a name identifies a node, so the same name under two different
@@ -443,6 +444,17 @@ class Taxonomy:
         """
         if isinstance(lines, str):
             lines = lines.splitlines()
+        lines = list(lines)
+        directives = [
+            (n, l.strip()[len("@root"):].strip()) for n, l in enumerate(lines, start=1)
+            if l.strip().startswith("@root ") and " = " not in l
+        ]
+        if len(directives) > 1:
+            raise ValueError(f"{source}:{directives[1][0]}: a second '@root' line")
+        if directives and not directives[0][1]:
+            raise ValueError(f"{source}:{directives[0][0]}: '@root' needs a name")
+        if root_name is None:
+            root_name = directives[0][1] if directives else ROOT_NAME
         parent_of: dict[str, str] = {}
         where: dict[str, int] = {}
         first_children: dict[str, list[str]] = {root_name: []}
@@ -454,6 +466,8 @@ class Taxonomy:
         for lineno, raw in enumerate(lines, start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
+                continue
+            if line.startswith("@root ") and " = " not in line:
                 continue
             if line.startswith("@"):
                 body = line[1:]
@@ -605,9 +619,10 @@ class Taxonomy:
             raise ValueError(f"{source}: {e}") from None
 
     def to_paths(self) -> list[str]:
-        """Canonical text lines: one ``/``-joined root-excluded path per class in label
-        order, then ``@ NAME = TEXT`` lines for nodes whose display name is not the
-        default. ``Taxonomy.from_paths(t.to_paths(), root_name=t.names[0]) == t``."""
+        """Canonical text lines: ``@root NAME`` if the root is not called ``root``, one
+        ``/``-joined root-excluded path per class in label order, then ``@ NAME = TEXT``
+        lines for nodes whose display name is not the default.
+        ``Taxonomy.from_paths(t.to_paths()) == t``."""
         bad = [
             n for n in self._names[1:]
             if "/" in n or n.startswith("#") or n.startswith("@") or " = " in n
@@ -617,7 +632,8 @@ class Taxonomy:
                 f"node name {bad[0]!r} cannot be written in the path format "
                 "(no '/', no leading '#' or '@', no ' = ')"
             )
-        lines = ["/".join(self._names[i] for i in self.path(k)) for k in range(self.num_classes)]
+        lines = [] if self._names[0] == ROOT_NAME else [f"@root {self._names[0]}"]
+        lines += ["/".join(self._names[i] for i in self.path(k)) for k in range(self.num_classes)]
         for i, name in enumerate(self._names):
             if self._display[i] != default_display_name(name):
                 lines.append(f"@ {name} = {self._display[i]}")

@@ -116,6 +116,15 @@ def test_from_paths_errors(lines, needle):
     assert needle in str(e.value)
 
 
+def test_root_name_directive():
+    t = Taxonomy.from_paths(["@root entity", "a/b", "@ entity = Entity"])
+    assert t.names[0] == "entity" and t.display_names[0] == "Entity"
+    assert Taxonomy.from_paths(t.to_paths()) == t
+    assert Taxonomy.from_paths(["a/b"], root_name="top").names[0] == "top"
+    with pytest.raises(ValueError, match=":2: a second '@root' line"):
+        Taxonomy.from_paths(["@root x", "@root y", "a"])
+
+
 def test_class_order_mismatch_lists_missing_and_extra():
     with pytest.raises(ValueError) as e:
         Taxonomy.from_paths(LINES, class_order=["a1", "a2", "c1", "c2", "b1", "zebra"])
@@ -200,7 +209,8 @@ def test_equality_pickle_and_hash():
 @given(st.integers(0, 10_000), st.integers(2, 30))
 def test_paths_round_trip_random_trees(seed, n):
     t = random_tree(np.random.default_rng(seed), n)
-    t2 = Taxonomy.from_paths(t.to_paths(), root_name="n0")
+    t2 = Taxonomy.from_paths(t.to_paths())
+    assert t.to_paths()[0] == "@root n0"
     assert t2 == t
     assert t2.class_names == t.class_names
     for k in range(t.num_classes):

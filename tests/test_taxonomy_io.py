@@ -392,6 +392,7 @@ def test_imagenet_meta(tmp_path, caplog):
     assert t.names[t.parent[t.index("n04")]] == "n12"  # lowest-ID parent
     assert "n16" not in t
     assert t.display_names[t.index("n01")] == "tench" and t.display_names[t.index("n11")] == "animal"
+    assert Taxonomy.from_paths(t.to_paths()) == t  # root 'n10' and display names survive the text format
     sub = read_imagenet_meta(p, class_order=["n03", "n01"], display_names={"n03": "tabby cat"})
     assert sub.class_names == ("n03", "n01") and sub.names == ("n10", "n11", "n13", "n01", "n14", "n03")
     assert sub.display_names[sub.index("n03")] == "tabby cat"
