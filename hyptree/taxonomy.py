@@ -1009,8 +1009,8 @@ def load_protect_cuts(path: str, taxonomy: Taxonomy) -> list[tuple[int, ...]]:
     node. Also accepted (plain pickle or torch archive; a dict is read in key order,
     or a list): per cut
 
-    * a sequence (or set) of node names, exact names or ProTeCt prompt texts or
-      display names;
+    * a sequence of node names - exact names, ProTeCt prompt texts or display
+      names - kept in its order, or a set of them (then sorted by node id);
     * ``[names, tgt_mapping]`` as above, or a dict with a ``names``/``nodes``/``cut``/
       ``label_set`` entry and optionally ``tgt_mapping``/``targets``;
     * a 0/1 sequence of length ``num_nodes - 1`` (membership of non-root nodes in id
@@ -1025,7 +1025,7 @@ def load_protect_cuts(path: str, taxonomy: Taxonomy) -> list[tuple[int, ...]]:
     orders differ). Returns validated cuts; errors name the file and cut.
     """
     obj = _load_cut_file(path)
-    if isinstance(obj, Mapping) and not _looks_like_flag_dict(obj, taxonomy):
+    if isinstance(obj, Mapping):
         try:
             keys = sorted(obj.keys())
         except TypeError:
@@ -1102,7 +1102,9 @@ def _protect_cut(taxonomy: Taxonomy, e, path, j) -> tuple[int, ...]:
                 targets = e[key]
                 break
     elif isinstance(e, (set, frozenset)):
-        names = sorted(e, key=lambda x: str(x))
+        if not all(isinstance(x, str) for x in e):
+            raise ValueError("a set cut must hold node names")
+        return tuple(sorted(_resolve_cut_names(taxonomy, sorted(e), None)))
     else:
         seq = _as_list(e)
         if seq is None:

@@ -104,7 +104,7 @@ class _PermissiveUnpickler(pickle.Unpickler):
         if (module, name) in _SAFE_GLOBALS:
             return super().find_class(module, name)
         if module.split(".")[0] == "numpy" and name in _NUMPY_OK:
-            if module.startswith("numpy.core") and np.__version__[0] >= "2":
+            if module.startswith("numpy.core") and int(np.__version__.split(".")[0]) >= 2:
                 module = "numpy._core" + module[len("numpy.core"):]
             return super().find_class(module, name)
         key = (module, name)

@@ -2,7 +2,6 @@
 import json
 import math
 import pickle
-import warnings
 
 import numpy as np
 import pytest

@@ -6,7 +6,6 @@ import struct
 import subprocess
 import sys
 import types
-import warnings
 
 import numpy as np
 import pytest
@@ -218,11 +217,12 @@ def test_protect_cuts_torch_archive_with_ambiguous_texts(tmp_path):
     mem[np.asarray(cut_b) - 1] = 1
     exp = {"root": 1, "object": 0, "garment": 1, "cap_2": 0}
     with open(f, "wb") as fh:
-        pickle.dump([["object", "garment"], mem, exp, {"names": ["garment", "object"]}], fh)
+        pickle.dump([["object", "garment"], mem, exp, {"names": ["garment", "object"]}, {"garment", "object"}], fh)
     got = load_protect_cuts(f, t)
     assert got[0] == cut_b and got[1] == cut_b
     assert got[2] == (t.index("object"), t.index("cap_2"), t.index("coat"))
     assert got[3] == (t.index("garment"), t.index("object"))
+    assert got[4] == cut_b
     # a tgt_mapping in another class order warns
     bad = entry(cut_b)
     bad[1] = bad[1][::-1]
