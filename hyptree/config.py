@@ -133,7 +133,8 @@ def add_hyptree_config(cfg: CN) -> CN:
         cfg.DATASET = CN()
     _add_missing(
         cfg.DATASET,
-        CN({"SUBSAMPLE_CLASSES": "all", "SUBSAMPLE_SPLIT": "balanced"}),
+        # base/novel split of the taxonomy's leaves; its seed is fixed across run seeds
+        CN({"SUBSAMPLE_CLASSES": "all", "SUBSAMPLE_SPLIT": "balanced", "SUBSAMPLE_SEED": 0}),
     )
     return cfg
 

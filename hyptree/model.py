@@ -1,0 +1,201 @@
+"""``HierarchicalCLIP``: node scores for every taxonomy node from one image pass.
+
+The score of an image for node ``n`` depends only on the image and on ``n`` (DESIGN
+section 4), never on which other labels are in the label set. So one vision-tower
+pass per image and one text-tower pass over all node prompts give a score matrix
+``S (B, num_nodes)``; every classification (leaves, the children of any internal
+node, any tree cut) is an argmax over a subset of its columns.
+
+* ``vanilla`` / ``protect``: ``s(image, n) = exp(logit_scale) cos(f(image), t_n)``.
+* ``hyptree``: the image's layer tokens ``(B, m+1, D)`` are mixed per node by
+  text-guided cross-attention, ``v_n``, and ``s(image, n) = exp(logit_scale) cos(v_n, t_n)``.
+
+Only the prompts (and MaPLe's coupling layers), the cross-attention query/key and the
+curvatures are trainable; the CLIP weights are frozen.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .clip_model import TextTower, VisionTower, scale_layers
+from .config import check_config
+from .curvature import Curvatures
+from .fusion import TextGuidedSelection
+from .objective import HierarchicalObjective, ObjectiveSettings
+from .prompts import build_prompt_learner, frozen_text_features, self_regulating_losses
+from .taxonomy import Taxonomy
+
+
+def prompt_options_from_config(cfg, backbone: str) -> dict:
+    """The keyword options of ``build_prompt_learner`` from the backbone's own section."""
+    if backbone == "coop":
+        c = cfg.TRAINER.COOP
+        return dict(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT)
+    if backbone == "maple":
+        c = cfg.TRAINER.MAPLE
+        return dict(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, depth=c.PROMPT_DEPTH)
+    c = cfg.TRAINER.PROMPTSRC
+    return dict(n_ctx_text=c.N_CTX_TEXT, n_ctx_vision=c.N_CTX_VISION, ctx_init=c.CTX_INIT,
+                depth_text=c.PROMPT_DEPTH_TEXT, depth_vision=c.PROMPT_DEPTH_VISION)
+
+
+class HierarchicalCLIP(nn.Module):
+    """A prompt-learning CLIP scoring every node of a taxonomy.
+
+    Args:
+        clip_model: a ``clip.model.CLIP`` (OpenAI's package or MaPLe's copy); frozen here.
+        taxonomy: the label tree; its non-root nodes get a text prompt each.
+        backbone: ``coop`` | ``maple`` | ``promptsrc``.
+        preset: ``vanilla`` | ``protect`` | ``hyptree``.
+        prompt_options: keyword options of the prompt learner.
+        layers: image-tree blocks for a 12-block ViT (scaled to the model's depth).
+        image_tree: ``False`` uses the final image feature for every node (ablation).
+        pass_through: ``False`` takes raw intermediate class tokens (ablation).
+        settings: the objective's weights (``ObjectiveSettings``).
+        curvature: keyword options of ``Curvatures`` (mode, c0, learn, kappa).
+        promptsrc: PromptSRC's loss weights ``text_weight``, ``image_weight``.
+    """
+
+    def __init__(self, clip_model, taxonomy: Taxonomy, backbone: str = "maple",
+                 preset: str = "hyptree", prompt_options: dict | None = None,
+                 layers=(4, 7), image_tree: bool = True, pass_through: bool = True,
+                 settings: ObjectiveSettings | None = None, curvature: dict | None = None,
+                 promptsrc: dict | None = None, seed: int = 0):
+        super().__init__()
+        settings = settings or ObjectiveSettings(preset=preset)
+        if settings.preset != preset:
+            raise ValueError(f"settings.preset {settings.preset!r} differs from preset {preset!r}")
+        for p in clip_model.parameters():
+            p.requires_grad_(False)
+        self.clip = clip_model
+        self.backbone = backbone
+        self.preset = preset
+        self.text_tower = TextTower(clip_model)
+        self.vision_tower = VisionTower(clip_model)
+        self.hierarchical_image = preset == "hyptree" and image_tree
+        depth = len(clip_model.visual.transformer.resblocks)
+        self.keep_layers = tuple(scale_layers(layers, depth)) if self.hierarchical_image else ()
+        self.pass_through = pass_through
+        self.prompt_learner = build_prompt_learner(
+            backbone, clip_model, self._node_names(taxonomy), **(prompt_options or {}))
+        dim = clip_model.text_projection.shape[1]
+        self.fusion = TextGuidedSelection(dim) if self.hierarchical_image else None
+        curvatures = Curvatures(**(curvature or {})) if preset == "hyptree" else None
+        self.objective = HierarchicalObjective(taxonomy, settings, curvatures, seed=seed)
+        self.promptsrc = {"text_weight": 25.0, "image_weight": 10.0, **(promptsrc or {})}
+        self._frozen_text = None  # PromptSRC's frozen node text features, per taxonomy
+        # PromptSRC's frozen teacher gets its own tower, so ``vision_tower.calls`` counts
+        # the prompted passes only.
+        self.teacher_tower = VisionTower(clip_model) if backbone == "promptsrc" else None
+        self.taxonomy = taxonomy
+
+    @classmethod
+    def from_config(cls, cfg, clip_model, taxonomy: Taxonomy) -> "HierarchicalCLIP":
+        check_config(cfg)
+        h = cfg.TRAINER.HYPTREE
+        src = cfg.TRAINER.PROMPTSRC
+        return cls(
+            clip_model, taxonomy, backbone=h.BACKBONE, preset=h.PRESET,
+            prompt_options=prompt_options_from_config(cfg, h.BACKBONE),
+            layers=tuple(h.LAYERS), image_tree=h.IMAGE_TREE, pass_through=h.PASS_THROUGH,
+            settings=ObjectiveSettings.from_config(cfg),
+            curvature=dict(mode=h.CURVATURE.MODE, c0=h.CURVATURE.C0,
+                           learn=h.CURVATURE.LEARN, kappa=h.CURVATURE.KAPPA),
+            promptsrc=dict(text_weight=src.TEXT_LOSS_WEIGHT, image_weight=src.IMAGE_LOSS_WEIGHT),
+            seed=max(int(cfg.SEED), 0),
+        )
+
+    # ------------------------------------------------------------------ taxonomy
+    @staticmethod
+    def _node_names(taxonomy: Taxonomy) -> list[str]:
+        return list(taxonomy.display_names[1:])  # the root has no prompt
+
+    def set_taxonomy(self, taxonomy: Taxonomy) -> None:
+        """Score another tree (e.g. the novel classes' one) with the learned prompts."""
+        self.taxonomy = taxonomy
+        self.prompt_learner.set_names(self._node_names(taxonomy))
+        self.objective.set_taxonomy(taxonomy)
+        self._frozen_text = None
+
+    # ------------------------------------------------------------------ towers
+    def text_features(self, prompts=None) -> torch.Tensor:
+        """``(num_nodes, D)`` float32 node text features (row 0, the root, is zero)."""
+        p = self.prompt_learner() if prompts is None else prompts
+        feats = self.text_tower(p.token_embeds, p.tokens, deep_prompts=p.text_deep).float()
+        return torch.cat([feats.new_zeros(1, feats.shape[1]), feats])
+
+    def image_features(self, images: torch.Tensor, prompts=None):
+        """One vision-tower pass: final ``(B, D)`` and layer tokens ``(B, m+1, D)`` or None."""
+        p = self.prompt_learner() if prompts is None else prompts
+        final, tokens = self.vision_tower(
+            images, shallow_prompts=p.vision_shallow, deep_prompts=p.vision_deep,
+            keep_layers=self.keep_layers, pass_through=self.pass_through)
+        return final.float(), (tokens.float() if tokens is not None else None)
+
+    def node_image_features(self, text: torch.Tensor, final: torch.Tensor, tokens) -> torch.Tensor:
+        """``(B, num_nodes, D)`` per-node image features (image tree) or ``(B, D)``."""
+        if self.fusion is None:
+            return final
+        return self.fusion(text, tokens)
+
+    def scores(self, text: torch.Tensor, node_image: torch.Tensor) -> torch.Tensor:
+        """``(B, num_nodes)`` = exp(logit_scale) * cos(image feature of node n, t_n)."""
+        scale = self.clip.logit_scale.exp().float()
+        t = F.normalize(text, dim=-1)
+        v = F.normalize(node_image, dim=-1)
+        if v.dim() == 2:
+            return scale * v @ t.t()
+        return scale * (v * t.unsqueeze(0)).sum(-1)
+
+    @torch.no_grad()
+    def precompute_text(self) -> torch.Tensor:
+        """Node text features for evaluation (prompts frozen): compute once, reuse."""
+        return self.text_features()
+
+    def node_scores(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, num_nodes)`` scores; pass ``text`` from ``precompute_text`` to reuse it."""
+        prompts = self.prompt_learner()
+        if text is None:
+            text = self.text_features(prompts)
+        final, tokens = self.image_features(images, prompts)
+        return self.scores(text, self.node_image_features(text, final, tokens))
+
+    # ------------------------------------------------------------------ training
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        """The total loss (differentiable ``"total"``) and each term, from one image pass."""
+        prompts = self.prompt_learner()
+        text = self.text_features(prompts)
+        final, tokens = self.image_features(images, prompts)
+        node_image = self.node_image_features(text, final, tokens)
+        scores = self.scores(text, node_image)
+        out = self.objective(scores, labels, text_feats=text, image_feats=node_image)
+        if self.backbone == "promptsrc":
+            src = self._promptsrc_terms(images, text, final, scores)
+            out.update({f"src_{k}": v for k, v in src.items() if k != "total"})
+            out["total"] = out["total"] + src["total"]
+        return out
+
+    def _promptsrc_terms(self, images, text, final, scores) -> dict:
+        """PromptSRC's self-regulating terms against the frozen CLIP.
+
+        Text consistency over all nodes; image consistency on the final feature; the
+        logit (KL) consistency over the leaves, the classes the frozen model knows.
+        The frozen image features cost a second, gradient-free pass of the frozen tower
+        (PromptSRC's teacher); it is not a pass of the prompted model.
+        """
+        if self._frozen_text is None:
+            self._frozen_text = frozen_text_features(self.clip, self._node_names(self.taxonomy))
+        frozen_text = self._frozen_text.to(text.device)
+        with torch.no_grad():
+            frozen_image = F.normalize(self.teacher_tower(images)[0].float(), dim=-1)
+        leaves = torch.tensor(self.taxonomy.leaves, device=scores.device)
+        scale = self.clip.logit_scale.exp().float()
+        frozen_logits = scale * frozen_image @ frozen_text[leaves - 1].t()
+        return self_regulating_losses(
+            text[1:], frozen_text, final, frozen_image, scores[:, leaves], frozen_logits,
+            text_weight=self.promptsrc["text_weight"], image_weight=self.promptsrc["image_weight"])
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
