@@ -11,6 +11,8 @@ from hyptree import data as D
 from hyptree.config import default_config
 from hyptree.hierdata import (
     DATASET_NAMES,
+    HIERARCHY_SOURCES,
+    PROTECT_DIRS,
     build_hierarchical_dataset as build,
     match_classes,
     options_from_cfg,
@@ -390,6 +392,7 @@ def test_match_classes_exact_before_normalised_and_conflicts():
 
 
 def test_errors(tmp_path, toy_root):
+    assert set(HIERARCHY_SOURCES) == set(PROTECT_DIRS) == set(DATASET_NAMES)
     with pytest.raises(ValueError) as e:
         build("cifar10", str(tmp_path))
     assert all(n in str(e.value) for n in DATASET_NAMES)
