@@ -53,6 +53,7 @@ __all__ = [
     "to_poincare_disk",
     "node_depths",
     "plot_poincare",
+    "poincare_figure",
     "plot_run",
 ]
 
@@ -345,8 +346,14 @@ def _scalar(data, key) -> float:
 def plot_poincare(embeddings_npz, out_png: str, scale: float = 10.0, max_labels: int = 16) -> str:
     """Text and image trees on Poincaré disks (see the module docstring for the projection).
 
-    ``max_labels``: names are written for the shallowest levels that fit this many nodes.
+    ``embeddings_npz``: a path or a dict of its arrays. ``max_labels``: names are written
+    for the shallowest levels that together have at most this many nodes.
     """
+    return _save(poincare_figure(embeddings_npz, scale, max_labels), out_png)
+
+
+def poincare_figure(embeddings_npz, scale: float = 10.0, max_labels: int = 16) -> Figure:
+    """The figure :func:`plot_poincare` saves: one panel per tree (+ a joint one on ``c_m``)."""
     if isinstance(embeddings_npz, (str, os.PathLike)):
         with np.load(embeddings_npz, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -421,7 +428,7 @@ def plot_poincare(embeddings_npz, out_png: str, scale: float = 10.0, max_labels:
     else:
         fig.suptitle("Euclidean run: PCA of unit features in the plane", fontsize=10)
     fig.subplots_adjust(bottom=0.08, top=0.88, wspace=0.08)
-    return _save(fig, out_png)
+    return fig
 
 
 # --------------------------------------------------------------------------- one run
