@@ -210,7 +210,9 @@ class Group:
             return "base2novel"
         if self.parts:
             return "crossdomain"
-        return "ablation" if "ablation" in self.key else "fewshot"
+        # the scripts' OUT/ablation/... layout (the collected root may be that folder itself)
+        in_ablation = any("ablation" in _parts(os.path.abspath(r.path)) for r in self.train.values())
+        return "ablation" if in_ablation else "fewshot"
 
     # labels ---------------------------------------------------------------
     @property
