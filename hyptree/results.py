@@ -1,0 +1,669 @@
+"""Result tables: collect the ``results.json`` of many runs into mean +- std tables.
+
+``python -m hyptree.results OUTPUT_DIR [--csv OUT.csv] [--markdown OUT.md] [--plots]``
+
+Every ``results.json`` under ``OUTPUT_DIR`` (recursively) is one run. Runs are put
+together in three steps:
+
+1. **Seeds.** Runs that differ only by seed form a group. With the scripts' layout
+   (MaPLe's: ``.../TRAINER/CFG/seedS``) the group is the run folder with its ``seedS``
+   component removed; runs in folders without a ``seed*`` component are grouped by
+   their record (dataset, trainer, backbone, preset, curvature mode, cross term, image
+   tree, pass-through, shots, subsample, tree, split).
+2. **Trained model.** An evaluation-only run (its record has a ``model_dir``) belongs
+   to the training run whose folder ``model_dir`` names (compared as path suffixes, so
+   moved or relative output folders still match). Evaluations of a model trained
+   elsewhere (``model_dir`` outside ``OUTPUT_DIR``) are grouped by that folder.
+3. **Protocol.** A group trained on base classes (or evaluated on ``base``/``new``)
+   goes to the base-to-novel tables; a group with evaluations on other datasets to
+   the cross-domain tables; every other trained group to the few-shot table (or the
+   ablation table when its folder has an ``ablation`` component).
+
+Tables (Markdown and a long-format CSV, one row per cell):
+
+* **Few-shot / ablations**: one row per group, ``mean +- std`` of LA, HCA, MTA and
+  node accuracy over seeds.
+* **Base-to-novel** (one table per metric): Base, Novel and their harmonic mean
+  ``H = 2 B N / (B + N)`` computed from the mean Base and mean Novel values (as CoOp,
+  CoCoOp and MaPLe report it). Base comes from an eval-only ``test_base`` run when
+  there is one, else from the final test of the training run.
+* **Cross-domain** (one table per metric): the source (the training run's test) and
+  each target, plus the mean over targets.
+
+Seeds: ``std`` is the population standard deviation (``numpy.std``, as CoOp's
+``parse_test_res.py``); ``--ci95`` shows ``1.96 std / sqrt(n)`` instead. The seeds
+column counts the seeds averaged. Nothing is averaged silently over uneven seeds: when
+a seed lacks one part (e.g. the novel evaluation of seed 3), only the seeds with every
+part are averaged and the note says which seed was dropped and why; a seed present in
+other groups of the same table and dataset (or listed with ``--seeds``) but absent here
+is noted as missing.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "METRICS",
+    "Run",
+    "Group",
+    "Table",
+    "load_runs",
+    "group_runs",
+    "build_tables",
+    "collect",
+    "to_markdown",
+    "write_markdown",
+    "write_csv",
+    "harmonic_mean",
+    "main",
+]
+
+METRICS = ("LA", "HCA", "MTA", "node_acc")
+CSV_FIELDS = (
+    "table", "group", "dataset", "trainer", "config", "shots", "part", "metric",
+    "mean", "std", "n", "seeds", "note",
+)
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+# record fields that identify a run apart from its seed (for folders without seedS)
+_RECORD_KEY = (
+    "dataset", "trainer", "backbone", "preset", "curvature_mode", "cross", "image_tree",
+    "pass_through", "num_shots", "subsample", "tree", "split",
+)
+_TARGET_ORDER = ("imagenetv2", "imagenetsketch", "imageneta", "imagenetr")
+_DASH = "–"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Run:
+    """One ``results.json``: its folder, the folder relative to the collected root, the record."""
+
+    path: str
+    rel: tuple[str, ...]
+    record: dict
+
+    @property
+    def seed(self):
+        seed = self.record.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return seed
+        for part in reversed(self.rel):
+            m = _SEED_DIR.match(part)
+            if m:
+                return int(m.group(1))
+        return None
+
+    @property
+    def metrics(self) -> dict:
+        return self.record.get("metrics") or {}
+
+    @property
+    def model_dir(self) -> str:
+        return self.record.get("model_dir") or ""
+
+    @property
+    def is_eval(self) -> bool:
+        """Evaluation-only run of a model trained elsewhere (``--model-dir`` given)."""
+        return bool(self.model_dir)
+
+    @property
+    def part(self) -> str:
+        """What an evaluation measured: ``base``, ``novel`` or the target dataset."""
+        sub = self.record.get("subsample", "all")
+        if sub == "new":
+            return "novel"
+        if sub == "base":
+            return "base"
+        return str(self.record.get("dataset") or self.record.get("tree") or "?")
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    norm = os.path.normpath(path).replace("\\", "/")
+    return tuple(p for p in norm.split("/") if p not in ("", "."))
+
+
+def _drop_seed(parts: Sequence[str]) -> tuple[tuple[str, ...], bool]:
+    """``parts`` without its last ``seedS`` component, and whether there was one."""
+    for i in range(len(parts) - 1, -1, -1):
+        if _SEED_DIR.match(parts[i]):
+            return tuple(parts[:i]) + tuple(parts[i + 1:]), True
+    return tuple(parts), False
+
+
+def load_runs(root: str) -> list[Run]:
+    """Every readable ``results.json`` under ``root`` (recursively), sorted by folder.
+
+    Unreadable files (half-written, not JSON, no ``metrics``) are skipped with a warning
+    naming the file. Raises ``FileNotFoundError`` when there is none at all.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"results folder not found: {root}")
+    runs, seen = [], 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        if "results.json" not in filenames:
+            continue
+        seen += 1
+        path = os.path.join(dirpath, "results.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError) as e:
+            warnings.warn(f"{path}: skipped, not readable JSON ({e})", stacklevel=2)
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+            warnings.warn(f"{path}: skipped, no 'metrics' object", stacklevel=2)
+            continue
+        rel = _parts(os.path.relpath(dirpath, root))
+        runs.append(Run(dirpath, rel, record))
+    if not runs:
+        what = "no readable results.json" if seen else "no results.json"
+        raise FileNotFoundError(
+            f"{what} under {root}: point at the output folder of train.py runs "
+            f"(e.g. output/ or output/base2new)"
+        )
+    runs.sort(key=lambda r: r.rel)
+    return runs
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+@dataclass
+class Group:
+    """Runs of one trained-model configuration over seeds, with its evaluations."""
+
+    key: tuple[str, ...]
+    train: dict = field(default_factory=dict)  # seed -> Run
+    parts: dict = field(default_factory=dict)  # part name -> {seed -> Run}
+    label_parts: tuple[str, ...] = ()  # folder naming the model (for the config label)
+    notes: list = field(default_factory=list)
+
+    def representative(self) -> Run:
+        if self.train:
+            return self.train[sorted(self.train, key=_seed_sort)[0]]
+        part = self.parts[sorted(self.parts)[0]]
+        return part[sorted(part, key=_seed_sort)[0]]
+
+    @property
+    def name(self) -> str:
+        return "/".join(self.key)
+
+    @property
+    def kind(self) -> str:
+        train_sub = {r.record.get("subsample", "all") for r in self.train.values()}
+        if "base" in train_sub or {"base", "novel"} & set(self.parts):
+            return "base2novel"
+        if self.parts:
+            return "crossdomain"
+        # the scripts' OUT/ablation/... layout (the collected root may be that folder itself)
+        in_ablation = any("ablation" in _parts(os.path.abspath(r.path)) for r in self.train.values())
+        return "ablation" if in_ablation else "fewshot"
+
+    # labels ---------------------------------------------------------------
+    @property
+    def dataset(self) -> str:
+        return str(self.representative().record.get("dataset", _DASH))
+
+    @property
+    def trainer(self) -> str:
+        return str(self.representative().record.get("trainer", _DASH))
+
+    @property
+    def shots(self) -> str:
+        shots = self.representative().record.get("num_shots")
+        return _DASH if shots is None else str(shots)
+
+    @property
+    def config(self) -> str:
+        """The folders between the trainer's folder and ``seedS`` (MaPLe's ``CFG``)."""
+        parts = self.label_parts
+        seed_at = [i for i, p in enumerate(parts) if _SEED_DIR.match(p)]
+        end = seed_at[-1] if seed_at else len(parts)
+        rec = self.representative().record
+        trainer = rec.get("trainer")
+        head = parts[:end]
+        if trainer in head:
+            j = len(head) - 1 - head[::-1].index(trainer)
+            if j < end - 1:
+                return "/".join(head[j + 1:])
+        if seed_at and end > 0:
+            return parts[end - 1]
+        return str(rec.get("preset", _DASH))
+
+
+def _seed_sort(seed):
+    return (seed is None, seed if seed is not None else 0)
+
+
+def _record_key(rec: dict) -> tuple[str, ...]:
+    return ("<record>",) + tuple(f"{k}={rec.get(k)}" for k in _RECORD_KEY)
+
+
+def _seedless_key(run: Run) -> tuple[str, ...]:
+    key, had_seed = _drop_seed(run.rel)
+    return key if had_seed else _record_key(run.record)
+
+
+def _put(slot: dict, seed, run: Run, notes: list, what: str) -> None:
+    """Store ``run`` for ``seed``; on a duplicate keep the newest record and say so."""
+    old = slot.get(seed)
+    if old is None:
+        slot[seed] = run
+        return
+    keep, other = (run, old) if str(run.record.get("time", "")) >= str(old.record.get("time", "")) else (old, run)
+    slot[seed] = keep
+    notes.append(f"seed {seed} {what}: 2 runs, kept {'/'.join(keep.rel) or '.'}")
+
+
+def _link(run: Run, trains: list[Run]) -> Run | None:
+    """The training run whose folder ``run.model_dir`` names (exact, else path suffix)."""
+    md = os.path.normpath(run.model_dir)
+    for t in trains:
+        if t.record.get("output_dir") and os.path.normpath(t.record["output_dir"]) == md:
+            return t
+    md_parts = _parts(run.model_dir)
+    best = None
+    for t in trains:
+        n = len(t.rel)
+        if n and len(md_parts) >= n and md_parts[-n:] == t.rel:
+            if best is None or n > len(best.rel):
+                best = t
+    return best
+
+
+def group_runs(runs: Iterable[Run]) -> list[Group]:
+    """Groups of runs that differ only by seed, evaluations attached to their model."""
+    runs = list(runs)
+    trains = [r for r in runs if not r.is_eval]
+    groups: dict[tuple, Group] = {}
+    train_key: dict[int, tuple] = {}
+
+    def group_for(key, label_parts):
+        if key not in groups:
+            groups[key] = Group(key=key, label_parts=label_parts)
+        return groups[key]
+
+    for run in trains:
+        key = _seedless_key(run)
+        g = group_for(key, run.rel)
+        _put(g.train, run.seed, run, g.notes, "training")
+        train_key[id(run)] = key
+    for run in runs:
+        if not run.is_eval:
+            continue
+        owner = _link(run, trains)
+        if owner is not None:
+            g = groups[train_key[id(owner)]]
+        else:
+            md_key, had_seed = _drop_seed(_parts(run.model_dir))
+            if had_seed:
+                g = group_for(("<model>",) + md_key, _parts(run.model_dir))
+            else:
+                g = group_for(_seedless_key(run), run.rel)
+        slot = g.parts.setdefault(run.part, {})
+        _put(slot, run.seed, run, g.notes, run.part)
+    return sorted(groups.values(), key=lambda g: (g.kind, g.dataset, g.trainer, g.config, g.shots, g.name))
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def harmonic_mean(base, novel):
+    """``2 b n / (b + n)``; ``None`` when either is missing, 0 when both are 0."""
+    if base is None or novel is None:
+        return None
+    if base + novel == 0:
+        return 0.0
+    return 2.0 * base * novel / (base + novel)
+
+
+@dataclass
+class Cell:
+    mean: float | None
+    std: float | None
+    n: int
+    seeds: tuple
+
+    def text(self) -> str:
+        if self.mean is None:
+            return _DASH
+        if self.std is None:
+            return f"{self.mean:.2f}"
+        return f"{self.mean:.2f} ± {self.std:.2f}"
+
+
+def _cell(runs_by_seed: dict, seeds: Sequence, metric: str, ci95: bool) -> Cell:
+    values, used = [], []
+    for s in seeds:
+        run = runs_by_seed.get(s)
+        if run is None:
+            continue
+        v = run.metrics.get(metric)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            values.append(float(v))
+            used.append(s)
+    if not values:
+        return Cell(None, None, 0, ())
+    arr = np.asarray(values)
+    std = float(arr.std())
+    if ci95:
+        std = 1.96 * std / math.sqrt(len(arr))
+    return Cell(float(arr.mean()), std, len(arr), tuple(used))
+
+
+def _fmt_seeds(seeds) -> str:
+    return ",".join(_DASH if s is None else str(s) for s in sorted(seeds, key=_seed_sort))
+
+
+def _complete_seeds(slots: dict[str, dict], notes: list) -> tuple[list, bool]:
+    """Seeds present in every slot (noting the dropped ones); all seeds when none is complete."""
+    present = [s for s in slots.values() if s]
+    all_seeds = set().union(*[set(s) for s in present]) if present else set()
+    complete = set.intersection(*[set(s) for s in present]) if present else set()
+    for seed in sorted(all_seeds - complete, key=_seed_sort):
+        missing = [name for name, s in slots.items() if s and seed not in s]
+        notes.append(f"seed {_fmt_seeds([seed])} dropped: {', '.join(missing)} missing")
+    if complete:
+        return sorted(complete, key=_seed_sort), True
+    if len(present) > 1:
+        notes.append("no seed has every part: parts averaged separately")
+    return sorted(all_seeds, key=_seed_sort), False
+
+
+def _missing_expected(have: Iterable, expected: Iterable) -> str:
+    missing = sorted(set(expected) - set(have), key=_seed_sort)
+    return f"missing seed(s) {_fmt_seeds(missing)}" if missing else ""
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass
+class Table:
+    """A rendered table: Markdown header and rows, and the long-format CSV rows."""
+
+    name: str  # fewshot | ablation | base2novel | crossdomain
+    title: str
+    header: list
+    rows: list = field(default_factory=list)
+    csv_rows: list = field(default_factory=list)
+
+
+def _csv_row(table, g: Group, part, metric, cell: Cell | None, value=None, note=""):
+    mean = cell.mean if cell is not None else value
+    return {
+        "table": table, "group": g.name, "dataset": g.dataset, "trainer": g.trainer,
+        "config": g.config, "shots": g.shots, "part": part, "metric": metric,
+        "mean": "" if mean is None else f"{mean:.4f}",
+        "std": "" if cell is None or cell.std is None else f"{cell.std:.4f}",
+        "n": "" if cell is None else cell.n,
+        "seeds": "" if cell is None else _fmt_seeds(cell.seeds),
+        "note": note,
+    }
+
+
+def _expected_seeds(groups: list[Group], seeds_of, cli_seeds) -> dict[str, set]:
+    """Per dataset: the seeds to expect (``--seeds``, else the union over the table's groups)."""
+    out: dict[str, set] = {}
+    for g in groups:
+        out.setdefault(g.dataset, set()).update(seeds_of(g))
+    if cli_seeds:
+        return {d: set(cli_seeds) for d in out}
+    return out
+
+
+def _note(notes: list) -> str:
+    seen = []
+    for n in notes:
+        if n and n not in seen:
+            seen.append(n)
+    return "; ".join(seen)
+
+
+def _plain_table(kind: str, groups: list[Group], metrics, cli_seeds, ci95) -> Table:
+    title = {"fewshot": "Few-shot", "ablation": "Ablations"}[kind]
+    table = Table(kind, title, ["Dataset", "Shots", "Trainer", "Config", "Seeds", *metrics, "Note"])
+    expected = _expected_seeds(groups, lambda g: g.train.keys(), cli_seeds)
+    for g in groups:
+        notes = list(g.notes)
+        seeds = sorted(g.train, key=_seed_sort)
+        notes.append(_missing_expected(seeds, expected[g.dataset]))
+        cells = [_cell(g.train, seeds, m, ci95) for m in metrics]
+        note = _note(notes)
+        table.rows.append([g.dataset, g.shots, g.trainer, g.config, str(len(seeds)),
+                           *[c.text() for c in cells], note])
+        table.csv_rows += [_csv_row(kind, g, "all", m, c, note=note) for m, c in zip(metrics, cells)]
+    return table
+
+
+def _base_slot(g: Group) -> dict:
+    """Base results per seed: eval-only ``test_base`` runs, else the training runs' own test."""
+    base = dict(g.parts.get("base", {}))
+    for seed, run in g.train.items():
+        if seed not in base and run.record.get("split", "test") == "test":
+            base[seed] = run
+    return base
+
+
+def _base2novel_tables(groups: list[Group], metrics, cli_seeds, ci95) -> list[Table]:
+    tables = [Table("base2novel", f"Base-to-novel — {m}",
+                    ["Dataset", "Shots", "Trainer", "Config", "Seeds", "Base", "Novel", "H", "Note"])
+              for m in metrics]
+    expected = _expected_seeds(
+        groups, lambda g: set(_base_slot(g)) | set(g.parts.get("novel", {})), cli_seeds)
+    for g in groups:
+        notes = list(g.notes)
+        slots = {"base": _base_slot(g), "novel": g.parts.get("novel", {})}
+        for name, slot in slots.items():
+            if not slot:
+                notes.append(f"no {name} runs")
+        seeds, _ = _complete_seeds(slots, notes)
+        notes.append(_missing_expected(set(slots["base"]) | set(slots["novel"]), expected[g.dataset]))
+        note = _note(notes)
+        for table, m in zip(tables, metrics):
+            b = _cell(slots["base"], seeds, m, ci95)
+            n = _cell(slots["novel"], seeds, m, ci95)
+            h = harmonic_mean(b.mean, n.mean)
+            count = min(b.n, n.n) if (b.n and n.n) else max(b.n, n.n)
+            table.rows.append([g.dataset, g.shots, g.trainer, g.config, str(count),
+                               b.text(), n.text(), _DASH if h is None else f"{h:.2f}", note])
+            table.csv_rows += [
+                _csv_row("base2novel", g, "base", m, b, note=note),
+                _csv_row("base2novel", g, "novel", m, n, note=note),
+                _csv_row("base2novel", g, "H", m, None, value=h, note=note),
+            ]
+    return tables
+
+
+def _target_key(name: str):
+    norm = re.sub(r"[^a-z0-9]", "", name.lower())
+    norm = norm[:-4] if norm.endswith("hier") else norm
+    return (_TARGET_ORDER.index(norm), "") if norm in _TARGET_ORDER else (len(_TARGET_ORDER), name)
+
+
+def _crossdomain_tables(groups: list[Group], metrics, cli_seeds, ci95) -> list[Table]:
+    targets = sorted({p for g in groups for p in g.parts}, key=_target_key)
+    tables = [Table("crossdomain", f"Cross-domain — {m}",
+                    ["Source", "Shots", "Trainer", "Config", "Seeds", "On source", *targets,
+                     "Target mean", "Note"])
+              for m in metrics]
+    expected = _expected_seeds(
+        groups, lambda g: set(g.train).union(*[set(p) for p in g.parts.values()]), cli_seeds)
+    for g in groups:
+        notes = list(g.notes)
+        slots = {"source": g.train, **{t: g.parts.get(t, {}) for t in targets}}
+        absent = [t for t in targets if not slots[t]]
+        if not g.train:
+            notes.append("no source training run")
+        if absent:
+            notes.append(f"no runs on {', '.join(absent)}")
+        seeds, _ = _complete_seeds({k: v for k, v in slots.items() if v}, notes)
+        notes.append(_missing_expected(
+            set(g.train).union(*[set(p) for p in g.parts.values()]), expected[g.dataset]))
+        note = _note(notes)
+        for table, m in zip(tables, metrics):
+            src = _cell(g.train, seeds, m, ci95)
+            tcells = [_cell(slots[t], seeds, m, ci95) for t in targets]
+            means = [c.mean for c in tcells]
+            avg = None if (not means or any(v is None for v in means)) else float(np.mean(means))
+            count = max([src.n] + [c.n for c in tcells])
+            table.rows.append([g.dataset, g.shots, g.trainer, g.config, str(count), src.text(),
+                               *[c.text() for c in tcells],
+                               _DASH if avg is None else f"{avg:.2f}", note])
+            table.csv_rows.append(_csv_row("crossdomain", g, "source", m, src, note=note))
+            table.csv_rows += [_csv_row("crossdomain", g, t, m, c, note=note)
+                               for t, c in zip(targets, tcells)]
+            table.csv_rows.append(_csv_row("crossdomain", g, "target_mean", m, None, value=avg, note=note))
+    return tables
+
+
+def build_tables(groups: Sequence[Group], metrics: Sequence[str] = METRICS,
+                 seeds: Sequence[int] | None = None, ci95: bool = False) -> list[Table]:
+    """The few-shot, ablation, base-to-novel and cross-domain tables of ``groups`` (non-empty ones)."""
+    metrics = list(metrics)
+    by_kind: dict[str, list[Group]] = {}
+    for g in groups:
+        by_kind.setdefault(g.kind, []).append(g)
+    tables: list[Table] = []
+    for kind in ("fewshot", "ablation"):
+        if by_kind.get(kind):
+            tables.append(_plain_table(kind, by_kind[kind], metrics, seeds, ci95))
+    if by_kind.get("base2novel"):
+        tables += _base2novel_tables(by_kind["base2novel"], metrics, seeds, ci95)
+    if by_kind.get("crossdomain"):
+        tables += _crossdomain_tables(by_kind["crossdomain"], metrics, seeds, ci95)
+    return tables
+
+
+def _matches(g: Group, match: Sequence[str]) -> bool:
+    comps = set(g.key) | set(g.label_parts)
+    rec = g.representative().record
+    comps |= {str(rec.get(k)) for k in ("dataset", "trainer", "preset")}
+    return all(m in comps for m in match)
+
+
+def collect(root: str, metrics: Sequence[str] = METRICS, seeds: Sequence[int] | None = None,
+            ci95: bool = False, match: Sequence[str] = ()) -> list[Table]:
+    """Load, group and tabulate every run under ``root``.
+
+    ``match``: keep only groups having every given string as a folder name of their path
+    (or as their dataset / trainer / preset), e.g. ``["cifar100", "MaPLeHypTree"]``.
+    """
+    groups = group_runs(load_runs(root))
+    if match:
+        groups = [g for g in groups if _matches(g, match)]
+        if not groups:
+            raise FileNotFoundError(f"no runs under {root} match {' '.join(match)}")
+    return build_tables(groups, metrics, seeds, ci95)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def to_markdown(tables: Sequence[Table]) -> str:
+    out = []
+    for t in tables:
+        out.append(f"### {t.title}\n")
+        out.append("| " + " | ".join(_md_escape(h) for h in t.header) + " |")
+        out.append("|" + "|".join("---" for _ in t.header) + "|")
+        for row in t.rows:
+            out.append("| " + " | ".join(_md_escape(c) for c in row) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_markdown(tables: Sequence[Table], path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(to_markdown(tables))
+
+
+def write_csv(tables: Sequence[Table], path_or_file) -> None:
+    """Long format: one row per (table, group, part, metric) with mean, std, n, seeds, note."""
+    own = isinstance(path_or_file, (str, os.PathLike))
+    f = open(path_or_file, "w", newline="", encoding="utf-8") if own else path_or_file
+    try:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for t in tables:
+            writer.writerows(t.csv_rows)
+    finally:
+        if own:
+            f.close()
+
+
+def csv_text(tables: Sequence[Table]) -> str:
+    buf = io.StringIO()
+    write_csv(tables, buf)
+    return buf.getvalue()
+
+
+def _plot_runs(root: str) -> int:
+    from hyptree import viz
+
+    count = 0
+    for run in load_runs(root):
+        try:
+            written = viz.plot_run(run.path)
+        except Exception as e:  # one bad run must not stop the tables
+            print(f"warning: plots for {run.path} failed: {e}", file=sys.stderr)
+            continue
+        count += len(written)
+    return count
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hyptree.results",
+        description="Collect results.json files under OUTPUT_DIR into mean +- std tables "
+                    "(few-shot, ablation, base-to-novel, cross-domain).")
+    parser.add_argument("output_dir", help="folder searched recursively for results.json")
+    parser.add_argument("--csv", help="write the tables here (long format, one row per cell)")
+    parser.add_argument("--markdown", help="write the Markdown tables here")
+    parser.add_argument("--plots", action="store_true",
+                        help="also write curvatures/losses/depth_acc/poincare PNGs into every run folder")
+    parser.add_argument("--metrics", nargs="+", default=list(METRICS), help="metrics to show (default: %(default)s)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="seeds every group should have (flag missing ones)")
+    parser.add_argument("--match", nargs="+", default=[],
+                        help="keep groups having all these folder names (or dataset/trainer/preset)")
+    parser.add_argument("--ci95", action="store_true", help="show the 95%% confidence interval instead of std")
+    args = parser.parse_args(argv)
+    try:
+        tables = collect(args.output_dir, args.metrics, args.seeds, args.ci95, args.match)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = to_markdown(tables)
+    print(text)
+    if args.markdown:
+        write_markdown(tables, args.markdown)
+        print(f"wrote {args.markdown}")
+    if args.csv:
+        write_csv(tables, args.csv)
+        print(f"wrote {args.csv}")
+    if args.plots:
+        n = _plot_runs(args.output_dir)
+        print(f"wrote {n} plot(s) into the run folders")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
