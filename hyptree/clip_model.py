@@ -18,6 +18,7 @@ model and (with no prompts) the frozen zero-shot model of PromptSRC.
 OpenAI's blocks work on sequence-first tensors ``(L, N, W)``; the text attention carries
 a causal ``attn_mask``.
 """
+import inspect
 import math
 import os
 import pickle
@@ -239,7 +240,7 @@ def build_clip(state_dict, text_heads=None, source="state dict"):
     heads = text_heads or max(1, width // 64)
     if width % heads:
         raise ValueError(f"{source}: text width {width} is not divisible by text_heads={heads}")
-    model = CLIP(
+    model = _new_clip(
         embed_dim=sd["text_projection"].shape[1],
         image_resolution=resolution,
         vision_layers=vision_layers,
@@ -320,8 +321,11 @@ def tiny_clip(embed_dim=32, image_resolution=32, vision_layers=4, vision_width=6
                          f"transformer_heads {transformer_heads}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = CLIP(embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
-                     context_length, 49408, transformer_width, transformer_heads, transformer_layers)
+        model = _new_clip(
+            embed_dim=embed_dim, image_resolution=image_resolution, vision_layers=vision_layers,
+            vision_width=vision_width, vision_patch_size=vision_patch_size,
+            context_length=context_length, vocab_size=49408, transformer_width=transformer_width,
+            transformer_heads=transformer_heads, transformer_layers=transformer_layers)
         model.initialize_parameters()
         with torch.no_grad():
             for name, param in model.named_parameters():
@@ -330,6 +334,21 @@ def tiny_clip(embed_dim=32, image_resolution=32, vision_layers=4, vision_width=6
                 elif re.search(r"ln_\w+\.weight$", name):
                     param.normal_(1.0, 0.1)
     return model.float().eval()
+
+
+#: What MaPLe's / PromptSRC's vendored ``clip`` needs to build plain CLIP blocks: their
+#: ``CLIP`` takes a ``design_details`` dict and builds prompt-carrying blocks unless the
+#: trainer is CoOp with no prompt depth. Our towers add the prompts themselves.
+PLAIN_DESIGN = {"trainer": "CoOp", "vision_depth": 0, "language_depth": 0,
+                "vision_ctx": 0, "language_ctx": 0, "maple_length": 0}
+
+
+def _new_clip(**dims):
+    """Instantiate the importable ``clip.model.CLIP`` (OpenAI's package, or the copy vendored
+    in a MaPLe / PromptSRC checkout, which shadows it when run from there)."""
+    if "design_details" in inspect.signature(CLIP).parameters:
+        dims["design_details"] = dict(PLAIN_DESIGN)
+    return CLIP(**dims)
 
 
 # --------------------------------------------------------------------------- towers

@@ -470,3 +470,30 @@ def test_gpu_default_is_fp16_like_clip_load(tmp_path):
     assert load_clip(str(path), device="cuda", precision="amp").dtype == torch.float32
     final, layers = VisionTower(model)(torch.randn(2, 3, 32, 32, device="cuda"), keep_layers=(2,))
     assert final.dtype == torch.float16 and torch.isfinite(layers).all()
+
+
+def test_vendored_clip_with_design_details_builds_plain_blocks(monkeypatch, tmp_path):
+    """MaPLe/PromptSRC checkouts shadow ``clip`` with a copy whose CLIP needs design_details."""
+    from clip.model import CLIP as OpenAICLIP
+
+    import hyptree.clip_model as cm
+
+    seen = []
+
+    class VendoredCLIP(OpenAICLIP):
+        def __init__(self, embed_dim, image_resolution, vision_layers, vision_width,
+                     vision_patch_size, context_length, vocab_size, transformer_width,
+                     transformer_heads, transformer_layers, design_details):
+            seen.append(design_details)
+            super().__init__(embed_dim, image_resolution, vision_layers, vision_width,
+                             vision_patch_size, context_length, vocab_size, transformer_width,
+                             transformer_heads, transformer_layers)
+
+    monkeypatch.setattr(cm, "CLIP", VendoredCLIP)
+    model = cm.tiny_clip()
+    path = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), path)
+    loaded = cm.load_clip(str(path))
+    assert isinstance(loaded, VendoredCLIP) and len(seen) == 2
+    assert all(d["trainer"] == "CoOp" and d["vision_depth"] == 0 and d["language_depth"] == 0
+               for d in seen)
