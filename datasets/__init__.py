@@ -12,17 +12,16 @@
 | RareSpecies | rare_species | configs/datasets/rare_species.yaml |
 | ToyHier | toy | configs/datasets/toy.yaml |
 """
-from . import cifar100, imagenet, imagenet_a, imagenet_r, imagenet_sketch, imagenetv2, rare_species, sun397, toy
 from ._hier import HierDatasetBase, to_datums
-from .cifar100 import CIFAR100Hier
-from .imagenet import ImageNetHier
-from .imagenet_a import ImageNetAHier
-from .imagenet_r import ImageNetRHier
-from .imagenet_sketch import ImageNetSketchHier
-from .imagenetv2 import ImageNetV2Hier
-from .rare_species import RareSpecies
-from .sun397 import SUN397Hier
-from .toy import ToyHier
+from .cifar100_hier import CIFAR100Hier
+from .imagenet_hier import ImageNetHier
+from .imagenet_a_hier import ImageNetAHier
+from .imagenet_r_hier import ImageNetRHier
+from .imagenet_sketch_hier import ImageNetSketchHier
+from .imagenetv2_hier import ImageNetV2Hier
+from .rare_species_hier import RareSpecies
+from .sun397_hier import SUN397Hier
+from .toy_hier import ToyHier
 
 REGISTRY_NAMES = {
     "cifar100": "CIFAR100Hier",
@@ -35,4 +34,7 @@ REGISTRY_NAMES = {
     "rare_species": "RareSpecies",
     "toy": "ToyHier",
 }
-"""``hyptree.hierdata`` name -> Dassl registry name (= ``DATASET.NAME``)."""
+"""``hyptree.hierdata`` name -> Dassl registry name (= ``DATASET.NAME``).
+
+Module files end in ``_hier`` so that they never shadow a MaPLe / PromptSRC checkout's own
+``datasets/imagenet.py``, ``sun397.py``, ... when the plugin is installed there."""
