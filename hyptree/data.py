@@ -329,7 +329,9 @@ def per_class_split(
 # ---------------------------------------------------------------------------------------
 
 
-def fewshot_sample(items: Sequence[Item], num_shots: int, seed: int, repeat: bool = False) -> List[Item]:
+def fewshot_sample(
+    items: Sequence[Item], num_shots: int, seed: int, repeat: bool = False, rng: Optional[random.Random] = None
+) -> List[Item]:
     """Dassl's per-class few-shot sampler with its own seeded RNG.
 
     ``num_shots < 1`` returns all items (a new list, same order). Otherwise, for each
@@ -337,10 +339,15 @@ def fewshot_sample(items: Sequence[Item], num_shots: int, seed: int, repeat: boo
     class has at least ``K``; else all of them (``repeat=False``, Dassl's default) or ``K``
     drawn with replacement (``repeat=True``). Identical to
     ``random.seed(seed); DatasetBase.generate_fewshot_dataset(items, num_shots=K, repeat=...)``.
+
+    ``rng``: draw from this generator instead of a new ``random.Random(seed)`` (``seed`` is
+    then unused). Passing one generator to consecutive calls reproduces consecutive
+    Dassl calls after one ``random.seed`` (MaPLe samples train, then val, that way).
     """
     if num_shots < 1:
         return list(items)
-    rng = random.Random(seed)
+    if rng is None:
+        rng = random.Random(seed)
     out: List[Item] = []
     for members in group_by_label(items).values():
         if len(members) >= num_shots:

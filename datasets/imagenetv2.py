@@ -1,0 +1,9 @@
+"""ImageNet-V2 (test only) with the ImageNet tree cut down to its classes."""
+from dassl.data.datasets import DATASET_REGISTRY
+
+from ._hier import HierDatasetBase
+
+
+@DATASET_REGISTRY.register()
+class ImageNetV2Hier(HierDatasetBase):
+    hier_name = "imagenetv2"

@@ -1,0 +1,576 @@
+"""One entry point per dataset: images, splits and the taxonomy they are labelled by.
+
+:func:`build_hierarchical_dataset` returns a :class:`HierDataset`: train/val/test lists of
+:class:`~hyptree.data.Item` whose label ``k`` is leaf ``k`` of ``taxonomy``. The Dassl
+wrappers in ``datasets/`` only turn the items into ``Datum`` objects; everything else
+(where the hierarchy comes from, matching its leaves to the dataset's classes, base/novel
+subsets, few-shot sampling) happens here, without Dassl.
+
+Steps, in this order (MaPLe's order where MaPLe has the step):
+
+1. Read the images and splits (``hyptree.data`` / ``hyptree.toy`` readers).
+2. Read the hierarchy, first found of (see :data:`HIERARCHY_SOURCES`):
+   ``taxonomy_file`` > ProTeCt's ``$DATA/protect/<dir>/tree.npy`` > the dataset's own source.
+3. Match the dataset's classes to the tree's leaves (by the source's class id - WNID,
+   SUN folder, Rare Species folder - or the class name, exactly, then ignoring case and
+   ``_``/``-``/space differences) and cut the tree down to them with ``Taxonomy.subtree``
+   in label order: ``full_taxonomy``. Leaves of the tree that the dataset lacks are
+   dropped (ImageNet-A/-R keep 200 of ImageNet's 1,000). Dataset classes missing from
+   a *user-given* tree (``taxonomy_file``, ProTeCt's trees, e.g. its 324-class SUN) are
+   left out of the data with a warning; missing from the dataset's own source, an error.
+4. Few-shot on train with ``random.Random(seed)`` (Dassl's sampler), then on val with
+   ``min(num_shots, 4)`` shots continuing the same generator - exactly what MaPLe gets
+   after ``random.seed(cfg.SEED)``. Sampling happens over all classes, before step 5, so a
+   base run trains on the same images of its classes as an all-class run.
+5. ``subsample="base"|"new"``: ``split_base_novel(full_taxonomy, split_mode, split_seed)``;
+   ``taxonomy = full_taxonomy.subtree(half)`` and the items are relabelled to its leaf order.
+6. A dataset without a validation split (CIFAR-100, ImageNet, the ImageNet variants)
+   uses the test set as val, as MaPLe does for ImageNet.
+
+Every item's ``classname`` is the display name (prompt text) of its leaf, so
+``classnames[k] == taxonomy.display_names[taxonomy.leaves[k]]``. A leaf named by an opaque
+class id without an explicit display name (an ImageNet WNID in a paths file) shows the
+dataset's class name (``classnames.txt``) instead.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import data as D
+from .data import Item, SplitData, fewshot_sample, subsample_classes
+from .taxonomy import Taxonomy, default_display_name, split_base_novel
+from .taxonomy_io import read_imagenet_meta, read_paths_file, read_protect_tree, read_sun397_hierarchy, read_taxonomy
+from .taxonomy_io import read_rare_species as read_rare_species_taxonomy
+
+__all__ = [
+    "HierDataset",
+    "DATASET_NAMES",
+    "TARGET_DATASETS",
+    "PROTECT_DIRS",
+    "HIERARCHY_SOURCES",
+    "build_hierarchical_dataset",
+    "options_from_cfg",
+    "match_classes",
+]
+
+log = logging.getLogger(__name__)
+
+DATASET_NAMES = (
+    "cifar100", "sun397", "imagenet", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r",
+    "rare_species", "toy",
+)
+"""Names :func:`build_hierarchical_dataset` accepts."""
+
+TARGET_DATASETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+"""Test-only cross-domain targets: empty train split; ``tree`` is their name."""
+
+PROTECT_DIRS: Dict[str, Tuple[str, ...]] = {
+    "cifar100": ("cifar100",),
+    "sun397": ("sun",),
+    "imagenet": ("imagenet",),
+    "imagenetv2": ("imagenetV2", "imagenet"),
+    "imagenet_sketch": ("imagenet-sketch", "imagenet"),
+    "imagenet_a": ("imagenet-a", "imagenet"),
+    "imagenet_r": ("imagenet-r", "imagenet"),
+    "rare_species": (),
+    "toy": (),
+}
+"""Folders under ``$DATA/protect/`` searched for ProTeCt's ``tree.npy``, in order. An
+ImageNet variant uses its own ProTeCt tree, else ImageNet's (cut down to its classes)."""
+
+HIERARCHY_SOURCES: Dict[str, str] = {
+    "cifar100": "$DATA/cifar-100-hierarchical/ folder tree when the images come from it, "
+                "else the archive's 20 coarse -> 100 fine classes",
+    "sun397": "$DATA/sun397/hierarchy_three_levels/three_levels.csv (SUN's three-level table)",
+    "imagenet": "$DATA/imagenet/ILSVRC2012_devkit_t12/data/meta.mat (or $DATA/imagenet/meta.mat)",
+    "imagenetv2": "the ImageNet hierarchy (meta.mat as for imagenet), cut down to the dataset's classes",
+    "imagenet_sketch": "the ImageNet hierarchy (meta.mat as for imagenet), cut down to the dataset's classes",
+    "imagenet_a": "the ImageNet hierarchy (meta.mat as for imagenet), cut down to the dataset's 200 classes",
+    "imagenet_r": "the ImageNet hierarchy (meta.mat as for imagenet), cut down to the dataset's 200 classes",
+    "rare_species": "the class folder names phylum_class_order_family_genus_species",
+    "toy": "$DATA/toy_hier/hierarchy.txt (generated with the images)",
+}
+"""The dataset's own hierarchy source, used when neither ``taxonomy_file`` nor a ProTeCt
+tree (:data:`PROTECT_DIRS`) is present."""
+
+SUBSAMPLE_CHOICES = ("all", "base", "new")
+
+
+# ---------------------------------------------------------------------------------------
+# Result
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class HierDataset:
+    """A dataset with its taxonomy; label ``k`` of every item is leaf ``k`` of ``taxonomy``.
+
+    ``taxonomy`` is the tree of this run's classes (for ``base``/``new`` the subtree of
+    that half), ``full_taxonomy`` the tree of all the dataset's classes before
+    subsampling. ``classnames[k]`` is the display name of leaf ``k`` (also every item's
+    ``classname``). ``class_ids[k]`` is the source's identifier of class ``k`` (WNID, SUN
+    folder, Rare Species folder, else the class name). ``full_labels[k]`` is class ``k``'s
+    label in ``full_taxonomy``. ``tree`` is ``"all"``, ``"base"``, ``"new"`` or, for a
+    test-only target with all its classes, the target's name. ``source`` says where the
+    hierarchy came from. ``dropped_classes`` lists dataset classes (ids) the hierarchy
+    lacks, left out of the data.
+    """
+
+    name: str
+    train_x: List[Item]
+    val: List[Item]
+    test: List[Item]
+    taxonomy: Taxonomy
+    full_taxonomy: Taxonomy
+    classnames: List[str]
+    tree: str
+    source: str
+    class_ids: List[str] = field(default_factory=list)
+    full_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    dropped_classes: List[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return self.taxonomy.num_classes
+
+    def summary(self) -> str:
+        """One line for logs."""
+        t = self.taxonomy
+        line = (
+            f"{self.name} [{self.tree}]: {self.num_classes} classes, {t.num_nodes} nodes, height {t.height}; "
+            f"train {len(self.train_x)}, val {len(self.val)}, test {len(self.test)}; hierarchy: {self.source}"
+        )
+        if self.dropped_classes:
+            line += f"; {len(self.dropped_classes)} dataset classes not in the hierarchy left out"
+        return line
+
+
+# ---------------------------------------------------------------------------------------
+# Matching dataset classes to tree leaves
+# ---------------------------------------------------------------------------------------
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\s_\-]+", "_", s.strip().lower())
+
+
+def match_classes(
+    taxonomy: Taxonomy, keys: Sequence[Sequence[str]], source: str = "<taxonomy>"
+) -> List[Optional[str]]:
+    """For each dataset class, the tree leaf it is (a name), or ``None``.
+
+    ``keys[k]`` are class ``k``'s candidate names, best first (source id, then class
+    name, then derived spellings). A leaf matches a candidate exactly, else after
+    lower-casing and treating runs of ``_``, ``-`` and spaces as one ``_`` (a normalised
+    spelling shared by two leaves matches neither). All exact candidates are tried before
+    any normalised one. Two classes matching one leaf is a ``ValueError`` naming both.
+    """
+    names = list(taxonomy.class_names)
+    exact = set(names)
+    normed: Dict[str, str] = {}
+    ambiguous = set()
+    for n in names:
+        k = _norm(n)
+        if k in normed and normed[k] != n:
+            ambiguous.add(k)
+        normed.setdefault(k, n)
+    out: List[Optional[str]] = []
+    owner: Dict[str, int] = {}
+    for label, cands in enumerate(keys):
+        hit = next((c for c in cands if c in exact), None)
+        if hit is None:
+            for c in cands:
+                k = _norm(c)
+                if k in normed and k not in ambiguous:
+                    hit = normed[k]
+                    break
+        if hit is not None:
+            if hit in owner:
+                raise ValueError(
+                    f"{source}: classes {list(keys[owner[hit]])[:2]} and {list(cands)[:2]} "
+                    f"both match the leaf {hit!r}"
+                )
+            owner[hit] = label
+        out.append(hit)
+    return out
+
+
+def _display_fallback(tax: Taxonomy, ids: Sequence[str], names: Sequence[str]) -> Taxonomy:
+    """Leaves named by an opaque class id (``ids[k] != names[k]``) without an explicit
+    display name show the dataset's class name."""
+    disp = list(tax.display_names)
+    changed = False
+    for k, node in enumerate(tax.leaves):
+        nm = tax.names[node]
+        if nm == ids[k] and names[k] != ids[k] and disp[node] == default_display_name(nm):
+            disp[node] = names[k]
+            changed = True
+    return Taxonomy(tax.names, tax.parent, tax.leaves, disp) if changed else tax
+
+
+# ---------------------------------------------------------------------------------------
+# Per-dataset readers
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Raw:
+    data: SplitData
+    ids: List[str]  # per label: the source's class id
+    keys: List[List[str]]  # per label: candidate leaf names, best first
+    native: Callable[[], Tuple[Taxonomy, str]]  # the dataset's own hierarchy and a description
+
+
+def _unique(xs) -> List[str]:
+    out = []
+    for x in xs:
+        if x and x not in out:
+            out.append(x)
+    return out
+
+
+def _plain_keys(d: SplitData) -> Tuple[List[str], List[List[str]]]:
+    ids = list(d.class_ids) if d.class_ids else list(d.classnames)
+    return ids, [_unique([i, n]) for i, n in zip(ids, d.classnames)]
+
+
+def _lines_taxonomy(lines: Sequence[str], classnames: Sequence[str], source: str) -> Taxonomy:
+    return Taxonomy.from_paths(list(lines), class_order=list(classnames), source=source)
+
+
+def _load_toy(root: str, toy_seed: int = 0, n_train: int = 8, n_val: int = 4, n_test: int = 6,
+              image_size: int = 32) -> _Raw:
+    from .toy import TOY_DIR, make_toy_dataset
+
+    d = make_toy_dataset(root, seed=toy_seed, n_train=n_train, n_val=n_val, n_test=n_test, image_size=image_size)
+    path = os.path.join(root, TOY_DIR, "hierarchy.txt")
+
+    def native():
+        if not os.path.isfile(path):
+            raise D._layout_error("hierarchy.txt", path, "toy_hier")
+        return read_paths_file(path, class_order=d.classnames), path
+
+    ids, keys = _plain_keys(d)
+    return _Raw(d, ids, keys, native)
+
+
+def _load_cifar100(root: str, cifar_source: str = "auto") -> _Raw:
+    """``cifar_source``: ``auto`` (the hierarchical folder if present, else the archive),
+    ``hierarchical`` or ``archive``."""
+    if cifar_source not in ("auto", "hierarchical", "archive"):
+        raise ValueError(f"cifar_source must be auto, hierarchical or archive; got {cifar_source!r}")
+    hier_dir = os.path.join(root, D.CIFAR100_HIER_DIR)
+    use_hier = cifar_source == "hierarchical" or (cifar_source == "auto" and os.path.isdir(hier_dir))
+    if use_hier:
+        d = D.read_cifar100_hierarchical(root)
+        desc = f"{hier_dir} (ProTeCt's hierarchical CIFAR-100 folder tree)"
+    else:
+        try:
+            d = D.extract_cifar100(root)
+        except FileNotFoundError as e:
+            if cifar_source == "archive":
+                raise
+            raise FileNotFoundError(
+                f"{e}\nor ProTeCt's hierarchical version:\n{D.LAYOUTS['cifar100_hier']}"
+            ) from None
+        desc = f"{os.path.join(root, D.CIFAR100_DIR)} (CIFAR-100 archive: coarse -> fine)"
+    ids, keys = _plain_keys(d)
+    return _Raw(d, ids, keys, lambda: (_lines_taxonomy(d.hierarchy_lines, d.classnames, desc), desc))
+
+
+def _sun_keys(folder: str, classname: str) -> List[str]:
+    parts = [p for p in folder.strip("/").split("/") if p]
+    if len(parts) > 1 and len(parts[0]) == 1:
+        parts = parts[1:]
+    # CoOp's name reversed ('indoor_apse'), ProTeCt's order ('apse_indoor'), CoOp's class name
+    return _unique(["_".join(parts[::-1]), "_".join(parts), classname, folder])
+
+
+def _load_sun397(root: str) -> _Raw:
+    d = D.read_sun397(root)
+
+    def native():
+        path = D.sun397_hierarchy_file(root)
+        return read_sun397_hierarchy(path, name_style="coop"), f"{path} (SUN397 three-level table)"
+
+    keys = [_sun_keys(f, n) for f, n in zip(d.class_ids, d.classnames)]
+    return _Raw(d, list(d.class_ids), keys, native)
+
+
+def _imagenet_meta_file(root: str) -> str:
+    cands = [
+        os.path.join(root, "imagenet", "ILSVRC2012_devkit_t12", "data", "meta.mat"),
+        os.path.join(root, "imagenet", "meta.mat"),
+    ]
+    for p in cands:
+        if os.path.isfile(p):
+            return p
+    raise FileNotFoundError(
+        f"ImageNet hierarchy not found: none of {cands}\n"
+        "Extract the devkit ILSVRC2012_devkit_t12.tar.gz in $DATA/imagenet/ (for data/meta.mat), "
+        "or copy ProTeCt's tree to $DATA/protect/imagenet/tree.npy, "
+        "or set TRAINER.HYPTREE.TAXONOMY.FILE to a taxonomy paths file."
+    )
+
+
+def _imagenet_full_classnames(root: str, dataset_dir: str) -> Dict[str, str]:
+    for path in (os.path.join(root, dataset_dir, "classnames.txt"), os.path.join(root, "imagenet", "classnames.txt")):
+        if os.path.isfile(path):
+            return dict(D.read_imagenet_classnames(path))
+    return {}
+
+
+def _imagenet_native(root: str, dataset_dir: str, what: str) -> Callable[[], Tuple[Taxonomy, str]]:
+    """The ImageNet hierarchy over all classes of ``classnames.txt`` (the same tree an
+    ImageNet run uses); matching then cuts it down to the dataset's classes."""
+
+    def native():
+        path = _imagenet_meta_file(root)
+        full = _imagenet_full_classnames(root, dataset_dir)
+        tax = read_imagenet_meta(path, class_order=list(full) or None, display_names=full or None)
+        return tax, f"{path} (ImageNet WordNet hierarchy{what})"
+
+    return native
+
+
+def _load_imagenet(root: str, cache: bool = True) -> _Raw:
+    d = D.read_imagenet(root, cache=cache)
+    ids, keys = _plain_keys(d)
+    return _Raw(d, ids, keys, _imagenet_native(root, "imagenet", ""))
+
+
+def _variant_loader(reader, dataset_dir: str):
+    def load(root: str) -> _Raw:
+        d = reader(root)
+        ids, keys = _plain_keys(d)
+        what = f", cut down to the {len(ids)} classes of {dataset_dir}"
+        return _Raw(d, ids, keys, _imagenet_native(root, dataset_dir, what))
+
+    return load
+
+
+def _load_rare_species(root: str) -> _Raw:
+    d = D.read_rare_species(root)
+    src = os.path.join(root, D.RARE_SPECIES_DIR, "images")
+
+    def native():
+        tax = read_rare_species_taxonomy(list(d.class_ids))
+        return tax, f"{src} (Rare Species folder names)"
+
+    ids, keys = _plain_keys(d)
+    return _Raw(d, ids, keys, native)
+
+
+_LOADERS: Dict[str, Callable[..., _Raw]] = {
+    "toy": _load_toy,
+    "cifar100": _load_cifar100,
+    "sun397": _load_sun397,
+    "imagenet": _load_imagenet,
+    "imagenetv2": _variant_loader(D.read_imagenet_v2, "imagenetv2"),
+    "imagenet_sketch": _variant_loader(D.read_imagenet_sketch, "imagenet-sketch"),
+    "imagenet_a": _variant_loader(D.read_imagenet_a, "imagenet-adversarial"),
+    "imagenet_r": _variant_loader(D.read_imagenet_r, "imagenet-rendition"),
+    "rare_species": _load_rare_species,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Hierarchy resolution
+# ---------------------------------------------------------------------------------------
+
+
+def _resolve_hierarchy(name: str, root: str, raw: _Raw, taxonomy_file: str) -> Tuple[Taxonomy, str, bool]:
+    """``(tree, description, user_given)`` by priority: taxonomy_file > ProTeCt > native."""
+    if taxonomy_file:
+        path = os.path.abspath(os.path.expanduser(str(taxonomy_file)))
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"taxonomy file not found: {path} (TRAINER.HYPTREE.TAXONOMY.FILE / taxonomy_file; "
+                "a '/'-separated root-to-leaf path per class, see `python -m hyptree.taxonomy convert`)"
+            )
+        fmt = "auto"
+        if os.path.isfile(path) and not path.lower().endswith((".npy", ".mat", ".csv", ".tsv")) \
+                and os.path.basename(path) != "meta":
+            fmt = "paths"  # any other file name is read as the canonical text format
+        return read_taxonomy(path, fmt), f"taxonomy file {path}", True
+    for sub in PROTECT_DIRS[name]:
+        path = os.path.join(root, "protect", sub, "tree.npy")
+        if os.path.isfile(path):
+            return read_protect_tree(path), f"ProTeCt tree {path}", True
+    tax, desc = raw.native()
+    return tax, desc, False
+
+
+def _relabel(items: Sequence[Item], names: Sequence[str]) -> List[Item]:
+    return [Item(it.impath, it.label, names[it.label], it.domain) for it in items]
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------
+
+
+def build_hierarchical_dataset(
+    name: str,
+    root: str,
+    num_shots: int = -1,
+    subsample: str = "all",
+    split_mode: str = "balanced",
+    split_seed: int = 0,
+    seed: int = 1,
+    taxonomy_file: str = "",
+    **opts,
+) -> HierDataset:
+    """Read dataset ``name`` under ``root`` (``$DATA``) with its taxonomy; see the module doc.
+
+    Args:
+        name: one of :data:`DATASET_NAMES`.
+        root: the data root (``DATASET.ROOT``); ``~`` is expanded.
+        num_shots: shots per class for train (val gets ``min(num_shots, 4)``); ``< 1``: all.
+        subsample: ``all``, ``base`` or ``new`` (``DATASET.SUBSAMPLE_CLASSES``).
+        split_mode: ``balanced`` or ``first_half`` (``DATASET.SUBSAMPLE_SPLIT``).
+        split_seed: seed of the base/novel split (``DATASET.SUBSAMPLE_SEED``; fixed across runs).
+        seed: the run seed (``SEED``), for few-shot sampling.
+        taxonomy_file: a taxonomy overriding every other source
+            (``TRAINER.HYPTREE.TAXONOMY.FILE``): the canonical paths text format, or any file
+            ``hyptree.taxonomy_io.read_taxonomy`` detects (``tree.npy``, ``meta.mat``, ``.csv``).
+        **opts: per dataset - ``toy``: ``toy_seed``, ``n_train``, ``n_val``, ``n_test``,
+            ``image_size`` (generation parameters); ``cifar100``: ``cifar_source``
+            (``auto``/``hierarchical``/``archive``); ``imagenet``: ``cache``.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones), bad ``subsample`` or
+            ``split_mode``, no class of the dataset in the tree, or inconsistent files.
+        FileNotFoundError: missing images, split or hierarchy files; the message shows the
+            expected layout.
+    """
+    key = str(name).strip().lower()
+    if key not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
+    if subsample not in SUBSAMPLE_CHOICES:
+        raise ValueError(f"subsample = {subsample!r}; expected one of {', '.join(SUBSAMPLE_CHOICES)}")
+    if split_mode not in ("balanced", "first_half"):
+        raise ValueError(f"split_mode = {split_mode!r}; expected balanced or first_half")
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    try:
+        raw = _LOADERS[key](root, **opts)
+    except TypeError as e:
+        if "unexpected keyword" in str(e):
+            raise TypeError(f"{key}: {e}") from None
+        raise
+    d = raw.data
+
+    # hierarchy, matched to the dataset's classes
+    tree, source, user_given = _resolve_hierarchy(key, root, raw, taxonomy_file)
+    leaf = match_classes(tree, raw.keys, source)
+    kept = [k for k, x in enumerate(leaf) if x is not None]
+    dropped = [raw.ids[k] for k, x in enumerate(leaf) if x is None]
+    if not kept:
+        raise ValueError(
+            f"{key}: none of the dataset's {len(leaf)} classes is a leaf of {source} "
+            f"(dataset classes e.g. {raw.ids[:3]}, tree leaves e.g. {list(tree.class_names[:3])})"
+        )
+    if dropped:
+        if not user_given:
+            raise ValueError(
+                f"{key}: {len(dropped)} classes are not leaves of {source}: {dropped[:5]}"
+            )
+        log.warning("%s: %d of %d classes are not leaves of %s and are left out, e.g. %s",
+                    key, len(dropped), len(leaf), source, dropped[:5])
+    if len(kept) < tree.num_classes:
+        source += f", cut down to the dataset's {len(kept)} classes"
+    ids = [raw.ids[k] for k in kept]
+    full = tree.subtree([leaf[k] for k in kept])
+    full = _display_fallback(full, ids, [d.classnames[k] for k in kept])
+
+    # few-shot (all classes, MaPLe's order: train, then val on the same generator)
+    # (a reader's val that *is* its test set counts as no val: filled in at the end, unsampled)
+    rng = random.Random(seed)
+    train = fewshot_sample(d.train, num_shots, seed, rng=rng)
+    val = fewshot_sample(d.val, min(num_shots, 4), seed, rng=rng) if d.val is not d.test else []
+    test = d.test
+    splits = {"train": train, "val": val, "test": test}
+    if dropped:
+        splits = _subsample_present(splits, kept)
+
+    # base / novel
+    full_labels = np.arange(full.num_classes, dtype=np.int64)
+    taxonomy = full
+    if subsample != "all":
+        base, novel = split_base_novel(full, split_mode, split_seed)
+        full_labels = base if subsample == "base" else novel
+        taxonomy = full.subtree([int(y) for y in full_labels])
+        splits = _subsample_present(splits, full_labels)
+        ids = [ids[int(y)] for y in full_labels]
+
+    classnames = [taxonomy.display_names[int(i)] for i in taxonomy.leaves]
+    train, val, test = (_relabel(splits[s], classnames) for s in ("train", "val", "test"))
+    if not val:
+        val = test
+    tree_name = subsample if subsample != "all" else (key if key in TARGET_DATASETS else "all")
+    return HierDataset(
+        name=key, train_x=train, val=val, test=test, taxonomy=taxonomy, full_taxonomy=full,
+        classnames=classnames, tree=tree_name, source=source, class_ids=ids,
+        full_labels=np.asarray(full_labels, dtype=np.int64), dropped_classes=dropped,
+    )
+
+
+def _subsample_present(splits: Dict[str, List[Item]], labels: Sequence[int]) -> Dict[str, List[Item]]:
+    """``subsample_classes`` on the non-empty lists (a test-only dataset has no train)."""
+    present = {k: v for k, v in splits.items() if v}
+    out = subsample_classes(present, [int(y) for y in labels])
+    return {k: out.get(k, []) for k in splits}
+
+
+# ---------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------
+
+_CFG_KEYS = (
+    ("DATASET", "ROOT"),
+    ("DATASET", "NUM_SHOTS"),
+    ("DATASET", "SUBSAMPLE_CLASSES"),
+    ("DATASET", "SUBSAMPLE_SPLIT"),
+    ("DATASET", "SUBSAMPLE_SEED"),
+    ("TRAINER", "HYPTREE", "TAXONOMY", "FILE"),
+    ("SEED",),
+)
+
+
+def options_from_cfg(cfg) -> dict:
+    """Keyword arguments of :func:`build_hierarchical_dataset` (all but ``name``) from a yacs cfg.
+
+    Reads ``DATASET.ROOT``, ``DATASET.NUM_SHOTS``, ``DATASET.SUBSAMPLE_CLASSES``,
+    ``DATASET.SUBSAMPLE_SPLIT``, ``DATASET.SUBSAMPLE_SEED``, ``SEED`` and
+    ``TRAINER.HYPTREE.TAXONOMY.FILE``. Raises ``KeyError`` naming the missing keys and
+    saying to run ``hyptree.config.add_hyptree_config(cfg)`` when any is absent.
+    """
+    missing = []
+    for path in _CFG_KEYS:
+        node = cfg
+        for part in path:
+            if not hasattr(node, "keys") or part not in node:
+                missing.append(".".join(path))
+                break
+            node = node[part]
+    if missing:
+        raise KeyError(
+            f"config lacks {', '.join(missing)}: call hyptree.config.add_hyptree_config(cfg) "
+            "on the Dassl config before building a HypTree dataset (train.py's extend_cfg does)"
+        )
+    return dict(
+        root=cfg.DATASET.ROOT,
+        num_shots=int(cfg.DATASET.NUM_SHOTS),
+        subsample=str(cfg.DATASET.SUBSAMPLE_CLASSES),
+        split_mode=str(cfg.DATASET.SUBSAMPLE_SPLIT),
+        split_seed=int(cfg.DATASET.SUBSAMPLE_SEED),
+        seed=int(cfg.SEED),
+        taxonomy_file=str(cfg.TRAINER.HYPTREE.TAXONOMY.FILE),
+    )
