@@ -15,7 +15,6 @@ import contextlib
 import math
 import random
 import warnings
-from typing import Callable
 
 import numpy as np
 import torch

@@ -294,3 +294,20 @@ def test_lr_schedule_matches_dassl(monkeypatch, sched, warmup, wtype, recount):
             s.step()
         rates.append(seq)
     np.testing.assert_allclose(rates[1], rates[0], rtol=1e-12, atol=1e-15)
+
+
+def test_amp_path_with_grad_scaler(env, monkeypatch):
+    """PREC amp: autocast + GradScaler. No GPU here, so the CPU is made to take that path
+    (fp16 autocast and a CPU GradScaler), enough to run the scaler branch end to end."""
+    import trainers.hyptree_base as base
+
+    monkeypatch.setattr(base, "resolve_precision", lambda prec, device: "amp")
+    out = env["base"] / "amp"
+    trainer = run(env, "MaPLeHypTree", out, opts=("OPTIM.MAX_EPOCH", "1"))
+    assert trainer.scaler is not None and trainer.precision == "amp"
+    rec = results(out)
+    assert rec["epoch"] == 1 and 0 <= rec["metrics"]["LA"] <= 100
+    from hyptree.evaluate import TrainLog
+
+    rows = TrainLog.read(out / "train_log.jsonl")
+    assert rows and all(math.isfinite(r["loss"]) for r in rows)

@@ -76,7 +76,7 @@ class HierTrainer(TrainerX):
         self.learnable.add_state("rng", RNGState({"tree_cuts": self.model.objective.rng}))
         params = [p for p in self.learnable.parameters() if p.requires_grad]
         print(f"Learnable: {sum(p.numel() for p in params):,} parameters in "
-              f"{', '.join(self.learnable._modules)}")
+              f"{', '.join(name for name, _ in self.learnable.named_children())}")
         self.optim = build_optimizer(self.learnable, cfg.OPTIM, param_groups=[{"params": params}])
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(CHECKPOINT_NAME, self.learnable, self.optim, self.sched)
@@ -178,8 +178,8 @@ class HierTrainer(TrainerX):
             split, loader = "test", self.test_loader
         print(f"Evaluate on the *{split}* set, {self.tree} tree "
               f"({self.taxonomy.num_classes} classes, {len(self.cuts)} cuts for MTA)")
-        with autocast(self.precision, self.device):
-            metrics, embeddings = evaluate(self.model, loader, self.taxonomy, self.cuts, device=self.device)
+        # no autocast here: under amp the weights are fp32 and evaluation stays in fp32 (as MaPLe)
+        metrics, embeddings = evaluate(self.model, loader, self.taxonomy, self.cuts, device=self.device)
         print(format_metrics(metrics))
         step = self.evaluated_epoch or 0
         for key in ("LA", "HCA", "MTA", "node_acc"):
