@@ -301,7 +301,9 @@ def run_record(cfg, metrics: dict, *, split: str, tree: str, taxonomy: Taxonomy,
     """The ``results.json`` record of one evaluation (schema in the module docstring).
 
     ``cfg``: the run's yacs config (Dassl keys plus ``TRAINER.HYPTREE``); ``curvatures``:
-    ``{"text", "image", "inter"}`` floats or None.
+    ``{"text", "image", "inter"}`` floats or None; ``epoch``: epochs of training behind the
+    evaluated weights; ``model_dir``: the checkpoint folder of an evaluation-only run (None
+    when the weights were trained in this run - ``hyptree.results`` tells the two apart by it).
     """
     h = cfg.TRAINER.HYPTREE
     curv = None

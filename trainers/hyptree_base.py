@@ -83,7 +83,7 @@ class HierTrainer(TrainerX):
         self.scaler = grad_scaler(self.precision, self.device)
         self.cuts = evaluation_cuts_for(cfg, self.taxonomy, getattr(dataset, "full_taxonomy", None))
         self.evaluated_epoch = None  # epochs of training behind the current weights
-        self.model_dir = None  # where those weights were saved
+        self.model_dir = None  # --model-dir of an evaluation-only run; None if trained here
         self.train_log = None
         self.build_extras()
 
@@ -99,7 +99,6 @@ class HierTrainer(TrainerX):
             restored = self.learnable.restore_state()
             print(f"Resumed after epoch {self.start_epoch}; restored {', '.join(restored) or 'no'} state")
             self.evaluated_epoch = self.start_epoch
-            self.model_dir = self.cfg.RESUME or self.output_dir
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -119,9 +118,8 @@ class HierTrainer(TrainerX):
             self.scaler.update()
         if self.model.objective.curvatures is not None:
             self.model.objective.curvatures.clamp_()
-        names = ["loss"] + [k for k, v in out.items()
-                            if k != "total" and torch.is_tensor(v) and v.numel() == 1]
-        values = torch.stack([loss.detach().float()] + [out[k].detach().float().reshape(()) for k in names[1:]])
+        names = [k for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1]
+        values = torch.stack([out[k].detach().float().reshape(()) for k in names])
         summary = dict(zip(names, values.tolist()))  # one device sync for all terms
         self.train_log.append(epoch=self.epoch + 1, iteration=self.epoch * self.num_batches + self.batch_idx,
                               batch=self.batch_idx, lr=self.get_current_lr(), **summary)
@@ -131,7 +129,6 @@ class HierTrainer(TrainerX):
 
     def after_epoch(self):
         self.evaluated_epoch = self.epoch + 1
-        self.model_dir = self.output_dir
         self.end_of_epoch()
         super().after_epoch()  # val test (best_val), checkpoints
 
@@ -164,7 +161,10 @@ class HierTrainer(TrainerX):
             print(f"Loaded {path} (epoch {checkpoint['epoch']}"
                   + (f", val LA {val:.2f}" if val is not None else "") + ")")
             self.evaluated_epoch = int(checkpoint["epoch"])
-            self.model_dir = directory
+        # results.json's model_dir marks evaluation-only runs; the best-val reload at the
+        # end of training reads this run's own folder
+        same = osp.abspath(directory) == osp.abspath(self.output_dir)
+        self.model_dir = None if same else directory
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
