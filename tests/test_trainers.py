@@ -300,18 +300,22 @@ def test_lr_schedule_matches_dassl(monkeypatch, sched, warmup, wtype, recount):
     np.testing.assert_allclose(rates[1], rates[0], rtol=1e-12, atol=1e-15)
 
 
-def test_amp_path_with_grad_scaler(env, monkeypatch):
+@pytest.mark.parametrize("trainer", ["MaPLeHypTree", "PromptSRCHypTree"])
+def test_amp_path_with_grad_scaler(env, monkeypatch, trainer):
     """PREC amp: autocast + GradScaler. No GPU here, so the CPU is made to take that path
-    (fp16 autocast and a CPU GradScaler), enough to run the scaler branch end to end."""
+    (fp16 autocast and a CPU GradScaler), enough to run the scaler branch end to end.
+    PromptSRC keeps its self-regulating terms and GPA under amp (the original drops both)."""
     import trainers.hyptree_base as base
-
-    monkeypatch.setattr(base, "resolve_precision", lambda prec, device: "amp")
-    out = env["base"] / "amp"
-    trainer = run(env, "MaPLeHypTree", out, opts=("OPTIM.MAX_EPOCH", "1"))
-    assert trainer.scaler is not None and trainer.precision == "amp"
-    rec = results(out)
-    assert rec["epoch"] == 1 and 0 <= rec["metrics"]["LA"] <= 100
     from hyptree.evaluate import TrainLog
 
+    monkeypatch.setattr(base, "resolve_precision", lambda prec, device: "amp")
+    out = env["base"] / f"amp_{trainer}"
+    t = run(env, trainer, out, opts=("OPTIM.MAX_EPOCH", "1"))
+    assert t.scaler is not None and t.precision == "amp"
+    rec = results(out)
+    assert rec["epoch"] == 1 and 0 <= rec["metrics"]["LA"] <= 100
     rows = TrainLog.read(out / "train_log.jsonl")
     assert rows and all(math.isfinite(r["total"]) for r in rows)
+    if trainer == "PromptSRCHypTree":
+        assert all({"src_text", "src_image", "src_logits"} <= set(r) for r in rows)
+        assert t.gpa.epochs_seen == [0]
