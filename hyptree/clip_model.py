@@ -607,3 +607,49 @@ class VisionTower(nn.Module):
         tokens = x[:1] if kept is None else torch.cat([kept, x[:1]], dim=0)  # (m+1, B, W)
         tokens = visual.ln_post(tokens.transpose(0, 1)) @ visual.proj  # (B, m+1, D)
         return tokens[:, -1], (tokens if keep else None)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv=None):
+    """``python -m hyptree.clip_model make-tiny OUT.pt``: write a random tiny CLIP state dict.
+
+    For offline smoke runs (``TRAINER.HYPTREE.CLIP_PATH OUT.pt``). Its text tower uses
+    ``max(1, width // 64)`` heads, the count :func:`load_clip` infers for state-dict files,
+    so the file loads back as exactly the model that was saved.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m hyptree.clip_model",
+                                     description="CLIP weight utilities")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tiny = sub.add_parser("make-tiny", help="write a random tiny CLIP (for CPU smoke runs)")
+    tiny.add_argument("out", help="output file (a torch state dict, e.g. tiny_clip.pt)")
+    tiny.add_argument("--image-size", type=int, default=32, help="input resolution (default 32)")
+    tiny.add_argument("--patch-size", type=int, default=8, help="ViT patch size (default 8)")
+    tiny.add_argument("--vision-layers", type=int, default=4, help="ViT blocks (default 4)")
+    tiny.add_argument("--text-layers", type=int, default=2, help="text blocks (default 2)")
+    tiny.add_argument("--text-width", type=int, default=32, help="text width (default 32)")
+    tiny.add_argument("--embed-dim", type=int, default=32, help="joint embedding size (default 32)")
+    tiny.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.image_size % args.patch_size:
+        parser.error(f"--image-size {args.image_size} is not a multiple of --patch-size {args.patch_size}")
+    model = tiny_clip(embed_dim=args.embed_dim, image_resolution=args.image_size,
+                      vision_layers=args.vision_layers, vision_patch_size=args.patch_size,
+                      transformer_width=args.text_width,
+                      transformer_heads=max(1, args.text_width // 64),
+                      transformer_layers=args.text_layers, seed=args.seed)
+    out = os.path.expanduser(args.out)
+    if os.path.dirname(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+    torch.save(model.state_dict(), out)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out}: tiny CLIP, {params:,} parameters, {args.image_size}px input, "
+          f"{args.vision_layers} vision / {args.text_layers} text blocks")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,7 +10,7 @@ Two entry points:
 
 Key layout (everything of ours lives under ``TRAINER.HYPTREE``)::
 
-    TRAINER.HYPTREE.BACKBONE        coop | maple | promptsrc
+    TRAINER.HYPTREE.BACKBONE        coop | maple | promptsrc ("" = implied by the trainer)
     TRAINER.HYPTREE.PRESET          vanilla | protect | hyptree
     TRAINER.HYPTREE.CURVATURE.MODE  euclidean | shared | separate | intermediate
     TRAINER.HYPTREE.ALIGN.CROSS     entailment | angle | mmd
@@ -32,7 +32,10 @@ SPLIT_MODES = ("balanced", "first_half")
 
 def _hyptree_defaults() -> CN:
     h = CN()
-    h.BACKBONE = "maple"
+    # coop | maple | promptsrc. Empty: implied by the trainer (CoOpHier -> coop,
+    # MaPLeHypTree -> maple, PromptSRCHypTree -> promptsrc); a trainer refuses an
+    # explicit value that contradicts it. ``default_config()`` (no trainer) uses maple.
+    h.BACKBONE = ""
     h.PRESET = "hyptree"
     # Local CLIP checkpoint (OpenAI TorchScript/state dict, or OpenCLIP format such
     # as BioCLIP). Empty: MODEL.BACKBONE.NAME through clip.load.
@@ -99,8 +102,8 @@ def _backbone_defaults() -> dict[str, CN]:
     src.PREC = "fp16"
     src.PROMPT_DEPTH_VISION = 9
     src.PROMPT_DEPTH_TEXT = 9
-    src.TEXT_LOSS_WEIGHT = 25.0
-    src.IMAGE_LOSS_WEIGHT = 10.0
+    src.TEXT_LOSS_WEIGHT = 25  # ints, as PromptSRC declares them (yacs will not merge 25 into a float)
+    src.IMAGE_LOSS_WEIGHT = 10
     src.GPA_MEAN = 15
     src.GPA_STD = 1
     return {"COOP": coop, "MAPLE": maple, "PROMPTSRC": src}
@@ -157,12 +160,18 @@ def default_config() -> CN:
     cfg.OPTIM.MAX_EPOCH = 10
     cfg.TRAINER = CN()
     cfg.TRAINER.NAME = ""
-    return add_hyptree_config(cfg)
+    add_hyptree_config(cfg)
+    cfg.TRAINER.HYPTREE.BACKBONE = "maple"  # no trainer to imply it
+    return cfg
 
 
 def check_config(cfg: CN) -> None:
     """Raise a ValueError naming the key for any choice outside its allowed values."""
     h = cfg.TRAINER.HYPTREE
+    if not h.BACKBONE:
+        raise ValueError(
+            f"TRAINER.HYPTREE.BACKBONE is empty; set it to one of {', '.join(BACKBONES)} "
+            f"(HypTree's Dassl trainers fill it in from their class)")
     choices = [
         ("TRAINER.HYPTREE.BACKBONE", h.BACKBONE, BACKBONES),
         ("TRAINER.HYPTREE.PRESET", h.PRESET, PRESETS),

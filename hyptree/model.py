@@ -199,3 +199,18 @@ class HierarchicalCLIP(nn.Module):
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
+
+    def learnable_modules(self) -> nn.ModuleDict:
+        """The learned parts as one module, sharing (not copying) their parameters.
+
+        ``prompt_learner`` (incl. MaPLe's coupling layers), ``fusion`` (image tree only) and
+        ``curvatures`` (hyptree preset only). Its ``state_dict`` is what a checkpoint needs:
+        no frozen CLIP weights, and no name tokens (non-persistent buffers), so a checkpoint
+        trained on one tree loads for another (base -> novel, ImageNet -> a target domain).
+        """
+        parts = {"prompt_learner": self.prompt_learner}
+        if self.fusion is not None:
+            parts["fusion"] = self.fusion
+        if self.objective.curvatures is not None:
+            parts["curvatures"] = self.objective.curvatures
+        return nn.ModuleDict(parts)

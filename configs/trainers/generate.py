@@ -1,0 +1,236 @@
+"""Writes every yaml file under configs/trainers/<Trainer>/ (run from anywhere:
+``python configs/trainers/generate.py``; ``--check`` only compares).
+
+The files are complete (no ``_BASE_``: yacs has no inheritance, and the files must also load
+through MaPLe's / PromptSRC's own train.py), so they are generated from the tables below
+to keep the shared parts identical. Edit here, regenerate, commit both.
+
+Per trainer:
+
+* ``vanilla.yaml`` / ``protect.yaml`` / ``hyptree.yaml``: the presets of DESIGN section 5
+  on the backbone's own base-to-novel schedule (MaPLe: 5 epochs, batch 4, lr 0.0035;
+  PromptSRC: 20 epochs, batch 4, lr 0.0025, GPA 15/1; CoOp: 50 epochs, batch 32, lr 0.002);
+* ``ablation_*.yaml`` (MaPLeHypTree, PromptSRCHypTree): ``hyptree.yaml`` with one change
+  (curvature mode, image tree, pass-through, cross term);
+* ``vit_b16_*_<dataset>_<k>shot.yaml``: the published few-shot schedules (DESIGN section 7);
+* ``tiny_cpu.yaml``: a seconds-long CPU smoke run (fp32, 2 epochs, 32 px, no workers) for a
+  tiny CLIP (``python -m hyptree.clip_model make-tiny``) and ToyHier.
+"""
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CLIP_INPUT = {
+    "SIZE": (224, 224),
+    "INTERPOLATION": "bicubic",
+    "PIXEL_MEAN": [0.48145466, 0.4578275, 0.40821073],
+    "PIXEL_STD": [0.26862954, 0.26130258, 0.27577711],
+    "TRANSFORMS": ["random_resized_crop", "random_flip", "normalize"],
+}
+
+# Backbone sections: the published MaPLe / PromptSRC / CoOp settings.
+MAPLE = {"N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9}
+PROMPTSRC = {"N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": "a photo of a", "PREC": "fp16",
+             "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9, "TEXT_LOSS_WEIGHT": 25,
+             "IMAGE_LOSS_WEIGHT": 10, "GPA_MEAN": 15, "GPA_STD": 1}
+COOP = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"}
+
+TRAINERS = {
+    # name: (backbone section key, section, base-to-novel schedule)
+    "MaPLeHypTree": ("MAPLE", MAPLE, dict(epochs=5, batch=4, lr=0.0035, print_freq=20)),
+    "PromptSRCHypTree": ("PROMPTSRC", PROMPTSRC, dict(epochs=20, batch=4, lr=0.0025, print_freq=20)),
+    "CoOpHier": ("COOP", COOP, dict(epochs=50, batch=32, lr=0.002, print_freq=5)),
+}
+
+PRESETS = {
+    "vanilla": "CoOp-family baseline: leaf cross-entropy only",
+    "protect": "ProTeCt: tree-cut + node-centric losses, no image tree",
+    "hyptree": "Alignment across Trees: ProTeCt losses + image tree + hyperbolic alignment",
+}
+
+ABLATIONS = {
+    "euclidean": ({"CURVATURE": {"MODE": "euclidean"}}, "no hyperbolic geometry (Ours-Euc)"),
+    "shared": ({"CURVATURE": {"MODE": "shared"}}, "one curvature for text, image and cross (Ours-HypV1)"),
+    "separate": ({"CURVATURE": {"MODE": "separate"}}, "c_t, c_i and a free third c_m (Ours-HypV2)"),
+    "no_image_tree": ({"IMAGE_TREE": False}, "every node sees the final image feature"),
+    "no_pass_through": ({"PASS_THROUGH": False}, "raw intermediate class tokens"),
+    "cross_angle": ({"ALIGN": {"CROSS": "angle"}}, "angle-based contrastive cross term"),
+    "cross_mmd": ({"ALIGN": {"CROSS": "mmd"}}, "MMD cross term (DecAlign's homogeneity)"),
+}
+
+# DESIGN section 7: (file tag, dataset, shots, epochs, batch, lr, c0, scale, note)
+PUBLISHED = {
+    "MaPLeHypTree": [
+        ("cifar100_1shot", "CIFAR-100", 1, 200, 8, 0.02, 0.5, 10.0, ""),
+        ("cifar100_16shot", "CIFAR-100", 16, 200, 8, 0.01, 0.05, 1.0, ""),
+        ("sun397_1shot", "SUN397", 1, 200, 8, 0.02, 0.05, 1.0, ""),
+        ("sun397_16shot", "SUN397", 16, 200, 8, 0.01, 0.05, 1.0, ""),
+        ("imagenet", "ImageNet (and the cross-domain targets)", 16, 10, 2, 0.02, 0.05, 1.0, ""),
+        ("rarespecies_1shot", "Rare Species", 1, 10, 8, 0.02, 0.05, 1.0, "bioclip"),
+        ("rarespecies_16shot", "Rare Species", 16, 10, 8, 0.03, 0.05, 1.0, "bioclip"),
+    ],
+    "PromptSRCHypTree": [
+        ("cifar100_1shot", "CIFAR-100", 1, 200, 8, 0.02, 0.05, 10.0, ""),
+        ("cifar100_16shot", "CIFAR-100", 16, 200, 8, 0.01, 0.05, 1.0, ""),
+        ("sun397_1shot", "SUN397", 1, 200, 8, 0.02, 0.05, 1.0, ""),
+        ("sun397_16shot", "SUN397", 16, 200, 8, 0.01, 0.05, 1.0, ""),
+        ("imagenet", "ImageNet (and the cross-domain targets)", 16, 10, 2, 0.02, 0.05, 1.0, ""),
+        ("rarespecies_1shot", "Rare Species", 1, 10, 8, 0.02, 0.5, 1.0, "bioclip"),
+        ("rarespecies_16shot", "Rare Species", 16, 10, 8, 0.03, 0.5, 1.0, "bioclip"),
+    ],
+}
+
+BIOCLIP_NOTE = ("Rare Species uses BioCLIP: pass TRAINER.HYPTREE.CLIP_PATH "
+                "/path/to/bioclip/open_clip_pytorch_model.bin")
+
+
+def hyptree_section(preset, **extra):
+    h = {"PRESET": preset}
+    if preset != "vanilla":
+        h.update({"W_CUT": 1.0, "LAMBDA": 0.5})
+    if preset == "hyptree":
+        h.update({"ALPHA": 0.5, "LAYERS": [4, 7], "IMAGE_TREE": True, "PASS_THROUGH": True,
+                  "SCALE_TEXT": 10.0, "SCALE_IMAGE": 10.0,
+                  "CURVATURE": {"MODE": "intermediate", "C0": 0.05, "LEARN": True, "KAPPA": 3.0},
+                  "ALIGN": {"CROSS": "entailment"}})
+    _deep_update(h, extra)
+    return h
+
+
+def _deep_update(d, u):
+    for k, v in u.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict):
+            _deep_update(d[k], v)
+        else:
+            d[k] = v
+    return d
+
+
+def config(trainer, preset, *, epochs, batch, lr, print_freq, section_update=None,
+           hyptree_update=None, test_batch=100, workers=8, input_update=None, extra=None):
+    key, section, _ = TRAINERS[trainer]
+    doc = {
+        "DATALOADER": {"TRAIN_X": {"BATCH_SIZE": batch}, "TEST": {"BATCH_SIZE": test_batch},
+                       "NUM_WORKERS": workers},
+        "INPUT": _deep_update(dict(CLIP_INPUT), input_update or {}),
+        "OPTIM": {"NAME": "sgd", "LR": lr, "MAX_EPOCH": epochs, "LR_SCHEDULER": "cosine",
+                  "WARMUP_EPOCH": 1, "WARMUP_TYPE": "constant", "WARMUP_CONS_LR": 1e-5},
+        "TRAIN": {"PRINT_FREQ": print_freq},
+        "MODEL": {"BACKBONE": {"NAME": "ViT-B/16"}},
+        "TRAINER": {key: _deep_update(dict(section), section_update or {}),
+                    "HYPTREE": hyptree_section(preset, **(hyptree_update or {}))},
+    }
+    return _deep_update(doc, extra or {})
+
+
+# --------------------------------------------------------------------------- yaml emission
+
+
+def _scalar(v):
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, str):
+        return '"' + v.replace('"', '\\"') + '"'
+    if isinstance(v, float):
+        return repr(v) if abs(v) >= 1e-3 or v == 0 else f"{v:.0e}".replace("e-0", "e-")
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_scalar(x) for x in v) + ")"
+    if isinstance(v, list):
+        return "[" + ", ".join(_scalar(x) for x in v) + "]"
+    return str(v)
+
+
+def to_yaml(doc, indent=0):
+    lines = []
+    for k, v in doc.items():
+        pad = "  " * indent
+        if isinstance(v, dict):
+            lines.append(f"{pad}{k}:")
+            lines.extend(to_yaml(v, indent + 1))
+        else:
+            lines.append(f"{pad}{k}: {_scalar(v)}")
+        if indent == 0:
+            lines.append("")
+    return lines
+
+
+def render(header, doc):
+    head = [f"# {line}" if line else "#" for line in header]
+    return "\n".join(head + [""] + to_yaml(doc)).rstrip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------- the files
+
+
+def all_files():
+    """{relative path: yaml text} of every generated file."""
+    out = {}
+    gen = "Generated by configs/trainers/generate.py - edit that file, not this one."
+    for trainer, (key, section, sched) in TRAINERS.items():
+        for preset, what in PRESETS.items():
+            out[f"{trainer}/{preset}.yaml"] = render(
+                [f"{trainer}, preset {preset}: {what}.",
+                 f"Backbone's base-to-novel schedule: {sched['epochs']} epochs, batch {sched['batch']}, "
+                 f"lr {sched['lr']}.", gen],
+                config(trainer, preset, **sched))
+        if trainer != "CoOpHier":
+            for name, (change, what) in ABLATIONS.items():
+                out[f"{trainer}/ablation_{name}.yaml"] = render(
+                    [f"{trainer} ablation: {what}.", "hyptree.yaml with this one change.", gen],
+                    config(trainer, "hyptree", hyptree_update=change, **sched))
+        for tag, dataset, shots, epochs, batch, lr, c0, scale, note in PUBLISHED.get(trainer, []):
+            if trainer == "MaPLeHypTree":
+                name = f"vit_b16_c2_ep{epochs}_batch{batch}_2ctx_{tag}.yaml"
+                section_update = {"PROMPT_DEPTH": 3}
+            else:
+                name = f"vit_b16_c2_ep{epochs}_batch{batch}_4+4ctx_{tag}.yaml"
+                section_update = {"GPA_MEAN": 30, "GPA_STD": 30}
+            header = [f"{trainer} on {dataset}, {shots}-shot (published few-shot setting, DESIGN section 7):",
+                      f"{epochs} epochs, batch {batch}, lr {lr}, c0 {c0}, scale s_t = s_i = {scale}."]
+            if "shot" not in tag:
+                header.append("Pass DATASET.NUM_SHOTS for other shot counts.")
+            if note == "bioclip":
+                header.append(BIOCLIP_NOTE + ".")
+            header.append(gen)
+            out[f"{trainer}/{name}"] = render(header, config(
+                trainer, "hyptree", epochs=epochs, batch=batch, lr=lr, print_freq=20,
+                section_update=section_update,
+                hyptree_update={"CURVATURE": {"C0": c0}, "SCALE_TEXT": scale, "SCALE_IMAGE": scale}))
+        tiny_section = {"PREC": "fp32"}
+        tiny_section.update({"MAPLE": {"PROMPT_DEPTH": 2}, "COOP": {"N_CTX": 4},
+                             "PROMPTSRC": {"PROMPT_DEPTH_TEXT": 2, "PROMPT_DEPTH_VISION": 3,
+                                           "GPA_MEAN": 2, "GPA_STD": 1}}[key])
+        out[f"{trainer}/tiny_cpu.yaml"] = render(
+            [f"{trainer} CPU smoke run: fp32, 2 epochs, batch 4, 32 px input, no loader workers.",
+             "For a tiny CLIP (python -m hyptree.clip_model make-tiny tiny_clip.pt; then",
+             "TRAINER.HYPTREE.CLIP_PATH tiny_clip.pt) and ToyHier; prompt depths fit its 2 text / 4 vision blocks.",
+             gen],
+            config(trainer, "hyptree", epochs=2, batch=4, lr=0.01, print_freq=5, test_batch=32, workers=0,
+                   section_update=tiny_section, input_update={"SIZE": (32, 32)}))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="only report files that differ")
+    args = p.parse_args(argv)
+    stale = []
+    for rel, text in sorted(all_files().items()):
+        path = os.path.join(HERE, rel)
+        current = open(path, encoding="utf-8").read() if os.path.isfile(path) else None
+        if current == text:
+            continue
+        stale.append(rel)
+        if not args.check:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+    verb = "differ" if args.check else "written"
+    print(f"{len(stale)} file(s) {verb}" + (": " + ", ".join(stale) if stale else ""))
+    return 1 if (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Dassl glue shared by the HypTree trainers (MaPLeHypTree, PromptSRCHypTree, CoOpHier).
+
+Everything substantive lives in ``hyptree``; this file maps Dassl's hooks onto it:
+
+* data: Dassl's ``DataManager``; the tree is ``self.dm.dataset.taxonomy`` (the base, novel
+  or target-domain sub-tree, leaf ``k`` = label ``k``);
+* model: ``hyptree.model.HierarchicalCLIP`` on ``hyptree.clip_model.load_clip`` weights;
+* checkpoints: one registered module, ``learnable`` (``hyptree.training.CheckpointModule``):
+  the prompt learner (with MaPLe's coupling layers), the fusion q/k and the curvatures, plus
+  the random-number and GPA state as extra state. Never the frozen CLIP;
+* optimiser: Dassl's ``build_optimizer``; schedule: ``hyptree.training.build_lr_scheduler``
+  (Dassl's schedules, loadable state; see its docstring);
+* evaluation: ``hyptree.evaluate`` (LA/HCA/MTA; writes results.json & co. into OUTPUT_DIR).
+"""
+import os.path as osp
+
+import torch
+from dassl.engine import TrainerX
+from dassl.optim import build_optimizer
+from dassl.utils import load_checkpoint
+
+from hyptree.clip_model import load_clip
+from hyptree.config import check_config
+from hyptree.evaluate import (
+    RESULTS_FILE, TrainLog, evaluate, evaluation_cuts_for, format_metrics, run_record, write_run,
+)
+from hyptree.model import HierarchicalCLIP
+from hyptree.training import (
+    CheckpointModule, RNGState, autocast, build_lr_scheduler, grad_scaler, resolve_backbone,
+    resolve_precision,
+)
+
+CHECKPOINT_NAME = "learnable"  # checkpoints: OUTPUT_DIR/learnable/model.pth.tar-N
+TRAIN_LOG = "train_log.jsonl"
+
+
+class HierTrainer(TrainerX):
+    """Base class; subclasses set ``BACKBONE`` and ``PREC_KEY`` (the section with PREC)."""
+
+    BACKBONE = None
+    PREC_KEY = None
+
+    # ------------------------------------------------------------------ setup
+    def check_cfg(self, cfg):
+        h = cfg.TRAINER.HYPTREE
+        backbone = resolve_backbone(h.BACKBONE, self.BACKBONE, type(self).__name__)
+        if h.BACKBONE != backbone:
+            frozen = cfg.is_frozen()
+            cfg.defrost()
+            h.BACKBONE = backbone
+            if frozen:
+                cfg.freeze()
+        check_config(cfg)
+
+    def build_model(self):
+        cfg, h = self.cfg, self.cfg.TRAINER.HYPTREE
+        dataset = self.dm.dataset
+        self.taxonomy = getattr(dataset, "taxonomy", None)
+        if self.taxonomy is None:
+            raise TypeError(f"dataset {cfg.DATASET.NAME} has no taxonomy; HypTree trainers need a "
+                            f"hierarchical dataset (e.g. CIFAR100Hier, ImageNetHier, ToyHier)")
+        if self.num_classes > self.taxonomy.num_classes:
+            raise ValueError(f"dataset {cfg.DATASET.NAME} has {self.num_classes} classes but its "
+                             f"taxonomy {self.taxonomy.num_classes} leaves")
+        self.tree = str(getattr(dataset, "tree", cfg.DATASET.SUBSAMPLE_CLASSES))
+        self.taxonomy_source = str(getattr(dataset, "taxonomy_source", ""))
+        self.precision = resolve_precision(cfg.TRAINER[self.PREC_KEY].PREC, self.device)
+        weights = h.CLIP_PATH or cfg.MODEL.BACKBONE.NAME
+        print(f"Loading CLIP {weights} ({self.precision}, {self.device})")
+        clip_model = load_clip(weights, device=self.device, precision=self.precision)
+        print(f"Building HierarchicalCLIP ({self.BACKBONE}, preset {h.PRESET}) on {self.tree} tree: "
+              f"{self.taxonomy.num_classes} classes, {self.taxonomy.num_nodes} nodes")
+        self.model = HierarchicalCLIP.from_config(cfg, clip_model, self.taxonomy).to(self.device)
+
+        self.learnable = CheckpointModule(self.model.learnable_modules())
+        self.learnable.add_state("rng", RNGState({"tree_cuts": self.model.objective.rng}))
+        params = [p for p in self.learnable.parameters() if p.requires_grad]
+        print(f"Learnable: {sum(p.numel() for p in params):,} parameters in "
+              f"{', '.join(name for name, _ in self.learnable.named_children())}")
+        self.optim = build_optimizer(self.learnable, cfg.OPTIM, param_groups=[{"params": params}])
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model(CHECKPOINT_NAME, self.learnable, self.optim, self.sched)
+        self.scaler = grad_scaler(self.precision, self.device)
+        self.cuts = evaluation_cuts_for(cfg, self.taxonomy, getattr(dataset, "full_taxonomy", None))
+        self.evaluated_epoch = None  # epochs of training behind the current weights
+        self.model_dir = None  # --model-dir of an evaluation-only run; None if trained here
+        self.train_log = None
+        self.build_extras()
+
+    def build_extras(self):
+        """Hook for subclasses (PromptSRC's GPA)."""
+
+    # ------------------------------------------------------------------ training
+    def before_train(self):
+        super().before_train()  # resumes from OUTPUT_DIR or RESUME; tensorboard
+        self.train_log = TrainLog(osp.join(self.output_dir, TRAIN_LOG))
+        self.train_log.truncate(self.start_epoch)  # drop an interrupted epoch's lines
+        if self.start_epoch > 0:
+            restored = self.learnable.restore_state()
+            print(f"Resumed after epoch {self.start_epoch}; restored {', '.join(restored) or 'no'} state")
+            self.evaluated_epoch = self.start_epoch
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def forward_backward(self, batch):
+        images, labels = self.parse_batch_train(batch)
+        with autocast(self.precision, self.device):
+            out = self.model.loss(images, labels)
+        loss = out["total"]
+        if self.scaler is None:
+            self.model_backward_and_update(loss)
+        else:
+            self.detect_anomaly(loss)
+            self.model_zero_grad()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        if self.model.objective.curvatures is not None:
+            self.model.objective.curvatures.clamp_()
+        names = [k for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1]
+        values = torch.stack([out[k].detach().float().reshape(()) for k in names])
+        summary = dict(zip(names, values.tolist()))  # one device sync for all terms
+        self.train_log.append(epoch=self.epoch + 1, iteration=self.epoch * self.num_batches + self.batch_idx,
+                              batch=self.batch_idx, lr=self.get_current_lr(), **summary)
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def after_epoch(self):
+        self.evaluated_epoch = self.epoch + 1
+        self.end_of_epoch()
+        super().after_epoch()  # val test (best_val), checkpoints
+
+    def end_of_epoch(self):
+        """Hook for subclasses, before the epoch's checkpoint is written."""
+
+    def after_train(self):
+        super().after_train()  # loads the best model (best_val), tests, closes the writer
+        if self.train_log is not None:
+            self.train_log.close()
+
+    # ------------------------------------------------------------------ checkpoints
+    def load_model(self, directory, epoch=None):
+        """Dassl's file layout (``model-best.pth.tar`` or ``model.pth.tar-EPOCH``), strict
+        loading of the learnable weights; works for another tree than the one trained on."""
+        if not directory:
+            print("No --model-dir given: evaluating the initial (untrained) prompts")
+            return
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            path = osp.join(directory, name, model_file)
+            if not osp.exists(path):
+                raise FileNotFoundError(
+                    f"No checkpoint at {path}. Checkpoints are written every TRAIN.CHECKPOINT_FREQ "
+                    f"epochs and at the last one; model-best.pth.tar only with "
+                    f"TEST.FINAL_MODEL best_val (pass --load-epoch otherwise)")
+            checkpoint = load_checkpoint(path)
+            self._models[name].load_state_dict(checkpoint["state_dict"])
+            val = checkpoint.get("val_result")
+            print(f"Loaded {path} (epoch {checkpoint['epoch']}"
+                  + (f", val LA {val:.2f}" if val is not None else "") + ")")
+            self.evaluated_epoch = int(checkpoint["epoch"])
+        # results.json's model_dir marks evaluation-only runs; the best-val reload at the
+        # end of training reads this run's own folder
+        same = osp.abspath(directory) == osp.abspath(self.output_dir)
+        self.model_dir = None if same else directory
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def test(self, split=None):
+        """LA/HCA/MTA on the dataset's tree; writes the run outputs; returns LA."""
+        self.set_model_mode("eval")
+        split = split or self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            loader = self.val_loader
+        else:
+            split, loader = "test", self.test_loader
+        print(f"Evaluate on the *{split}* set, {self.tree} tree "
+              f"({self.taxonomy.num_classes} classes, {len(self.cuts)} cuts for MTA)")
+        # no autocast here: under amp the weights are fp32 and evaluation stays in fp32 (as MaPLe)
+        metrics, embeddings = evaluate(self.model, loader, self.taxonomy, self.cuts, device=self.device)
+        print(format_metrics(metrics))
+        step = self.evaluated_epoch or 0
+        for key in ("LA", "HCA", "MTA", "node_acc"):
+            self.write_scalar(f"{split}/{key}", metrics[key], step)
+        for d, value in enumerate(metrics["depth_acc"], start=1):
+            self.write_scalar(f"{split}/depth{d}", value, step)
+        curv = None
+        if embeddings["curv_text"] == embeddings["curv_text"]:  # not NaN
+            curv = {k: float(embeddings[f"curv_{k}"]) for k in ("text", "image", "inter")}
+        record = run_record(self.cfg, metrics, split=split, tree=self.tree, taxonomy=self.taxonomy,
+                            taxonomy_source=self.taxonomy_source, epoch=self.evaluated_epoch,
+                            model_dir=self.model_dir, curvatures=curv, num_cuts=len(self.cuts))
+        name = RESULTS_FILE if split == "test" else f"results_{split}.json"
+        paths = write_run(self.output_dir, record, self.taxonomy, self.cuts,
+                          embeddings if split == "test" else None, results_name=name)
+        print(f"Wrote {paths['results']}")
+        return metrics["LA"]
