@@ -265,11 +265,16 @@ def node_depths(parent: np.ndarray) -> np.ndarray:
 def project_2d(features: np.ndarray, scale: float = 10.0) -> np.ndarray:
     """``(N, D)`` features -> ``(N, 2)`` tangent vectors (steps 1-2 of the module doc).
 
-    Rows of NaN stay NaN. The farthest node gets norm ``scale``.
+    Rows of NaN stay NaN. Zero rows (the root, which has no prompt and is never embedded)
+    sit at the origin, the apex of every entailment cone, and stay out of the PCA. The
+    farthest node gets norm ``scale``.
     """
     f = np.asarray(features, dtype=np.float64)
     out = np.full((len(f), 2), np.nan)
-    ok = np.isfinite(f).all(axis=1)
+    finite = np.isfinite(f).all(axis=1)
+    zero = finite & (np.abs(np.where(finite[:, None], f, 0.0)).sum(axis=1) == 0)
+    out[zero] = 0.0
+    ok = finite & ~zero
     if ok.sum() == 0:
         return out
     u = f[ok] / np.maximum(np.linalg.norm(f[ok], axis=1, keepdims=True), 1e-12)

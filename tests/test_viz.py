@@ -176,3 +176,14 @@ def test_plot_run_writes_what_applies(tmp_path):
     assert not (euc / "curvatures.png").exists()
     assert all(_is_png(hyp / f) for f in ("curvatures.png", "depth_acc.png", "losses.png", "poincare.png"))
     json.loads((hyp / "results.json").read_text())  # untouched
+
+
+def test_project_2d_puts_zero_rows_at_origin_and_ignores_them():
+    from hyptree.viz import project_2d
+
+    g = np.random.default_rng(0)
+    feats = g.normal(size=(6, 5))
+    with_root = np.vstack([np.zeros((1, 5)), feats])
+    out = project_2d(with_root)
+    assert np.array_equal(out[0], [0.0, 0.0])
+    np.testing.assert_allclose(np.abs(out[1:]), np.abs(project_2d(feats)), atol=1e-9)
