@@ -29,8 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import clip
-from clip.model import CLIP
+with warnings.catch_warnings():
+    # openai-clip imports pkg_resources (hence setuptools<81), which warns on every import
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    import clip
+    from clip.model import CLIP
 
 __all__ = [
     "load_clip",
