@@ -531,7 +531,9 @@ def test_rare_species_split_created_once_and_deterministic(tmp_path):
     a, b, c = (str(tmp_path / x) for x in "abc")
     for r in (a, b, c):
         _rare(r)
-    da, db, dc = D.read_rare_species(a, seed=1), D.read_rare_species(b, seed=1), D.read_rare_species(c, seed=2)
+    da = D.read_rare_species(a, seed=1)
+    db = D.read_rare_species(b, seed=1)
+    D.read_rare_species(c, seed=2)
     split_name = os.path.join("rare_species", "split_hyptree_RareSpecies.json")
     ja, jb, jc = (json.load(open(os.path.join(r, split_name))) for r in (a, b, c))
     assert ja == jb and ja != jc

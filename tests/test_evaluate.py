@@ -8,40 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyptree.clip_model import tiny_clip
 from hyptree.config import default_config
 from hyptree.evaluate import (
     TrainLog, config_hash, evaluate, evaluation_cuts_for, format_metrics, run_record, write_run,
 )
 from hyptree.metrics import hierarchical_metrics
-from hyptree.model import HierarchicalCLIP
+from helpers import LINES, make_model
 from hyptree.taxonomy import Taxonomy, evaluation_cuts, load_cuts, save_cuts
 from hyptree.taxonomy_io import read_paths_file
-
-LINES = [
-    "animal/bird/sparrow",
-    "animal/bird/eagle",
-    "animal/cat",
-    "vehicle/car/sedan",
-    "vehicle/car/coupe",
-    "vehicle/boat",
-]
-
 
 @pytest.fixture(scope="module")
 def taxonomy():
     return Taxonomy.from_paths(LINES)
 
-
-def make_model(taxonomy, preset="hyptree", backbone="maple", **h):
-    cfg = default_config()
-    cfg.TRAINER.HYPTREE.BACKBONE = backbone
-    cfg.TRAINER.HYPTREE.PRESET = preset
-    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 2
-    for key, value in h.items():
-        cfg.merge_from_list([f"TRAINER.HYPTREE.{key}", value])
-    torch.manual_seed(0)
-    return HierarchicalCLIP.from_config(cfg, tiny_clip(seed=0), taxonomy)
 
 
 def data(n, seed=0, labels=None):
@@ -63,7 +42,7 @@ def batches(x, y, sizes, as_dict=False):
 
 @pytest.mark.parametrize("preset", ["vanilla", "hyptree"])
 def test_evaluate_equals_metrics_on_all_scores(taxonomy, preset):
-    model = make_model(taxonomy, preset)
+    model = make_model(taxonomy, preset=preset)
     x, y = data(11)
     cuts = evaluation_cuts(taxonomy, 6, seed=3)
     with torch.no_grad():
@@ -130,7 +109,7 @@ def test_embeddings_are_per_node_means_of_the_scored_features(taxonomy):
 
 
 def test_vanilla_embeddings_share_the_final_feature_and_have_no_curvature(taxonomy):
-    model = make_model(taxonomy, "vanilla").eval()
+    model = make_model(taxonomy, preset="vanilla").eval()
     x, y = data(4, labels=[0, 1, 2, 5])
     _, emb = evaluate(model, [(x, y)], taxonomy, None)
     with torch.no_grad():

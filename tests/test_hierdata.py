@@ -1,10 +1,8 @@
 """hyptree.hierdata on tiny generated copies of each dataset's real on-disk layout (no Dassl)."""
-import json
 import logging
 import os
 import random
 
-import numpy as np
 import pytest
 
 from hyptree import data as D
@@ -18,7 +16,7 @@ from hyptree.hierdata import (
     options_from_cfg,
 )
 from hyptree.taxonomy import Taxonomy, split_base_novel
-from hyptree.taxonomy_io import read_imagenet_meta, read_paths_file, write_paths_file
+from hyptree.taxonomy_io import read_paths_file, write_paths_file
 
 # fixture builders of the reader tests (the files in each dataset's real format)
 from test_data import SPECIES, _classnames_file, _cifar_fake, _img, _protect_cifar_tree, _rare, _write_cifar_archive

@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import LINES, make_model
 from hyptree import lorentz
-from hyptree.clip_model import tiny_clip
-from hyptree.config import default_config
-from hyptree.model import HierarchicalCLIP
 from hyptree.objective import (
     HierarchicalObjective, ObjectiveSettings, angle_contrastive_loss, einstein_midpoint,
     gather_paths, mmd_loss,
@@ -17,34 +15,9 @@ from hyptree.curvature import Curvatures
 from hyptree.taxonomy import Taxonomy
 
 # unbalanced depths: leaves at depth 2 and 3
-LINES = [
-    "animal/bird/sparrow",
-    "animal/bird/eagle",
-    "animal/cat",
-    "vehicle/car/sedan",
-    "vehicle/car/coupe",
-    "vehicle/boat",
-]
-
-
 @pytest.fixture(scope="module")
 def taxonomy():
     return Taxonomy.from_paths(LINES)
-
-
-def make_model(taxonomy, backbone="maple", preset="hyptree", **h):
-    cfg = default_config()
-    cfg.TRAINER.HYPTREE.BACKBONE = backbone
-    cfg.TRAINER.HYPTREE.PRESET = preset
-    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 2
-    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 2
-    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 3
-    cfg.TRAINER.COOP.N_CTX = 4
-    for key, value in h.items():
-        cfg.merge_from_list([f"TRAINER.HYPTREE.{key}", value])
-    torch.manual_seed(0)
-    clip_model = tiny_clip(seed=0)
-    return HierarchicalCLIP.from_config(cfg, clip_model, taxonomy)
 
 
 def images(n, seed=0):

@@ -1,6 +1,5 @@
 """Result tables: seed groups, base-to-novel pairing and H, cross-domain, flags, CSV/Markdown, CLI."""
 import csv
-import io
 import json
 import os
 

@@ -1,0 +1,31 @@
+"""Shared test fixtures' building blocks: a small unbalanced tree and a tiny HierarchicalCLIP."""
+import torch
+
+from hyptree.clip_model import tiny_clip
+from hyptree.config import default_config
+from hyptree.model import HierarchicalCLIP
+
+# unbalanced depths: leaves at depth 2 and 3
+LINES = [
+    "animal/bird/sparrow",
+    "animal/bird/eagle",
+    "animal/cat",
+    "vehicle/car/sedan",
+    "vehicle/car/coupe",
+    "vehicle/boat",
+]
+
+
+def make_model(taxonomy, backbone="maple", preset="hyptree", **hyptree_keys):
+    """A tiny-CLIP HierarchicalCLIP; ``hyptree_keys`` are TRAINER.HYPTREE overrides."""
+    cfg = default_config()
+    cfg.TRAINER.HYPTREE.BACKBONE = backbone
+    cfg.TRAINER.HYPTREE.PRESET = preset
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 2  # the tiny model has 2 text blocks
+    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 2
+    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 3
+    cfg.TRAINER.COOP.N_CTX = 4
+    for key, value in hyptree_keys.items():
+        cfg.merge_from_list([f"TRAINER.HYPTREE.{key}", value])
+    torch.manual_seed(0)
+    return HierarchicalCLIP.from_config(cfg, tiny_clip(seed=0), taxonomy)
