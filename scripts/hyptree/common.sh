@@ -105,15 +105,7 @@ hyptree_train() {
     else
         echo "[train] $dir"
     fi
-    "$PYTHON" "$TRAIN_PY" \
-        --root "$DATA" \
-        --seed "$seed" \
-        --trainer "$TRAINER" \
-        --dataset-config-file "$dcfg" \
-        --config-file "$TRAINER_CFG" \
-        --output-dir "$dir" \
-        ${resume[@]+"${resume[@]}"} \
-        "$@"
+    hyptree_run "$dir" "$seed" "$dcfg" ${resume[@]+"${resume[@]}"} "$@"
 }
 
 # hyptree_eval DIR SEED DATASET_CFG MODEL_DIR EPOCH OPTS... : eval-only, skipped when finished
@@ -126,6 +118,13 @@ hyptree_eval() {
     fi
     [ -d "$model_dir" ] || hyptree_die "no trained model at $model_dir (train it first)"
     echo "[eval] $dir (model $model_dir, epoch $epoch)"
+    hyptree_run "$dir" "$seed" "$dcfg" --model-dir "$model_dir" --load-epoch "$epoch" --eval-only "$@"
+}
+
+# hyptree_run DIR SEED DATASET_CFG ARGS... : one train.py call with the protocol's common flags
+hyptree_run() {
+    local dir=$1 seed=$2 dcfg=$3
+    shift 3
     "$PYTHON" "$TRAIN_PY" \
         --root "$DATA" \
         --seed "$seed" \
@@ -133,9 +132,6 @@ hyptree_eval() {
         --dataset-config-file "$dcfg" \
         --config-file "$TRAINER_CFG" \
         --output-dir "$dir" \
-        --model-dir "$model_dir" \
-        --load-epoch "$epoch" \
-        --eval-only \
         "$@"
 }
 
