@@ -1,0 +1,165 @@
+"""The benchmark scripts' core functions run (tiny shapes), the per-node reference scheme
+gives the one-pass loss and gradients, and the performance changes made in ``hyptree``
+keep their results. No wall-clock assertions (DESIGN section 9): where a change is about
+speed, the test counts ATen calls, which is deterministic."""
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench import common  # noqa: E402
+from hyptree import curvature as C  # noqa: E402
+from hyptree.curvature import intermediate_curvature, radii_from_ratio  # noqa: E402
+
+
+# ------------------------------------------------------------------- bench/common.py
+def test_synthetic_taxonomies_have_the_documented_shape():
+    sun = common.sun_like()
+    assert sun.height == 3 and sun.num_classes == 397
+    assert len(sun.nodes_at_depth(1)) == 3 and len(sun.nodes_at_depth(2)) == 16
+    deep = common.deep_tree()
+    assert deep.height >= 7 and deep.num_classes == 100
+    assert len(set(deep.depth[deep.leaves])) >= 5  # unbalanced: leaves at many depths
+    assert common.deep_tree(seed=0) == common.deep_tree(seed=0)  # fixed seed, reproducible
+
+
+def test_count_syncs_sees_item_nonzero_and_bool_masks():
+    x = torch.arange(6.0)
+    _, counts = common.count_syncs(lambda: (x.sum().item(), x[x > 2], torch.nonzero(x)))
+    assert counts == {"_local_scalar_dense": 1, "index[bool]": 1, "nonzero": 1}
+    _, none = common.count_syncs(lambda: torch.where(x > 2, x, 0.0).sum() * 2)
+    assert none == {}
+
+
+def test_interleaved_and_paired_ratio():
+    calls = []
+    times = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                               rounds=3, warmup=1)
+    assert calls == ["a", "b"] * 4 and len(times["a"]) == 3
+    assert common.paired_ratio([2.0, 4.0, 6.0], [1.0, 1.0, 2.0]) == 3.0
+
+
+def test_result_line_format():
+    line = common.result_line({"x": 1.23456, "ok": True, "n": 3})
+    assert line == "result: x=1.235 ok=true n=3"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_peak_memory_window_sees_a_temporary_allocation():
+    def work():
+        t = torch.ones(64 * 2**20 // 4)  # 64 MiB, freed on return
+        return float(t[0])
+    base, peak = common.measure_peak(work, "cpu")
+    assert peak - base > 48 * 2**20
+
+
+# ------------------------------------------------------- hyptree/curvature.py change
+def _reference_solve(c_t, c_i, r_t, r_i, iters=C.GOLDEN_ITERS, newton_steps=C.NEWTON_STEPS):
+    """The solver before the op-count change: textbook golden section (both interior
+    points recomputed from the bracket each step), each term of F and its derivatives
+    evaluated separately (``_d``, ``_d_s``, ``_d_ss``)."""
+    lo, hi = torch.minimum(c_t, c_i), torch.maximum(c_t, c_i)
+    a_t, a_i = c_t.sqrt(), c_i.sqrt()
+
+    def F(c):
+        s = c.sqrt()
+        return C._d(s, a_t, r_t) + C._d(s, a_i, r_i)
+
+    g = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = lo.log(), hi.log()
+    x1, x2 = b - g * (b - a), a + g * (b - a)
+    f1, f2 = F(x1.exp()), F(x2.exp())
+    for _ in range(iters):
+        left = f1 < f2
+        a, b = torch.where(left, a, x1), torch.where(left, x2, b)
+        xn = torch.where(left, b - g * (b - a), a + g * (b - a))
+        fn = F(xn.exp())
+        x1, x2, f1, f2 = (torch.where(left, xn, x2), torch.where(left, x1, xn),
+                          torch.where(left, fn, f2), torch.where(left, f1, fn))
+    u = torch.where(f1 < f2, x1, x2)
+    fb = torch.minimum(f1, f2)
+    f_lo, f_hi = F(lo), F(hi)
+    c = torch.where((f_lo <= fb) & (f_lo <= f_hi), lo, torch.where(f_hi <= fb, hi, u.exp()))
+    w = (b - a).clamp_min(C._NEWTON_MARGIN)
+    n_lo = torch.maximum(lo, torch.minimum(c, torch.exp(a - w)))
+    n_hi = torch.minimum(hi, torch.maximum(c, torch.exp(b + w)))
+    for _ in range(newton_steps):
+        s = c.sqrt()
+        f_s = C._d_s(s, a_t, r_t) + C._d_s(s, a_i, r_i)
+        f_ss = C._d_ss(s, a_t, r_t) + C._d_ss(s, a_i, r_i)
+        f_c, f_cc = f_s / (2 * s), (f_ss - f_s / s) / (4 * s * s)
+        ok = (f_cc > 0) & torch.isfinite(f_c)
+        step = torch.where(ok, f_c / torch.where(ok, f_cc, torch.ones_like(f_cc)), torch.zeros_like(c))
+        c = torch.minimum(torch.maximum(c - step, n_lo), n_hi)
+    return torch.minimum(torch.maximum(c, lo), hi)
+
+
+def _cases(n, seed, free_radii):
+    g = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    c_t = torch.exp(torch.empty(n, dtype=f64).uniform_(math.log(1e-3), math.log(10.0), generator=g))
+    c_i = torch.exp(torch.empty(n, dtype=f64).uniform_(math.log(1e-3), math.log(10.0), generator=g))
+    if free_radii:  # any radii: includes optima on the bracket's ends
+        r_t = torch.exp(torch.empty(n, dtype=f64).uniform_(math.log(0.3), math.log(30.0), generator=g))
+        r_i = torch.exp(torch.empty(n, dtype=f64).uniform_(math.log(0.3), math.log(30.0), generator=g))
+    else:
+        ratio = torch.exp(torch.empty(n, dtype=f64).uniform_(math.log(0.2), math.log(5.0), generator=g))
+        r_t, r_i = radii_from_ratio(ratio, c_t, c_i)
+    return c_t, c_i, r_t, r_i
+
+
+@pytest.mark.parametrize("free_radii", [False, True])
+def test_curvature_solver_matches_the_previous_implementation(free_radii):
+    c_t, c_i, r_t, r_i = _cases(2000, 3 + free_radii, free_radii)
+    new = intermediate_curvature(c_t, c_i, r_t, r_i)
+    old = _reference_solve(c_t, c_i, r_t, r_i)
+    rel = ((new - old).abs() / old).max().item()
+    assert rel < 1e-12
+    lo, hi = torch.minimum(c_t, c_i), torch.maximum(c_t, c_i)
+    on_end = (old <= lo * (1 + 1e-9)) | (old >= hi * (1 - 1e-9))
+    assert torch.equal(on_end, (new <= lo * (1 + 1e-9)) | (new >= hi * (1 - 1e-9)))
+    if free_radii:
+        assert on_end.sum() > 20  # the end-candidates path is exercised
+    # golden section alone (no polish) agrees to what comparisons of F can resolve
+    g_new = intermediate_curvature(c_t, c_i, r_t, r_i, newton_steps=0)
+    g_old = _reference_solve(c_t, c_i, r_t, r_i, newton_steps=0)
+    assert ((g_new - g_old).abs() / g_old).max().item() < 1e-6
+
+
+def test_combined_derivatives_equal_the_separate_formulas():
+    g = torch.Generator().manual_seed(0)
+    f64 = torch.float64
+    s = torch.empty(500, dtype=f64).uniform_(0.03, 3.0, generator=g)
+    a = torch.empty(500, dtype=f64).uniform_(0.03, 3.0, generator=g)
+    r = torch.empty(500, dtype=f64).uniform_(0.5, 60.0, generator=g)
+    d_s, d_ss = C._d_s_ss(s, a, r)
+    torch.testing.assert_close(d_s, C._d_s(s, a, r), rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(d_ss, C._d_ss(s, a, r), rtol=1e-11, atol=1e-11)
+
+
+def test_curvature_solve_is_sync_free_and_cheap_in_aten_calls():
+    """The solve is a fixed sequence of ATen calls on tiny tensors: its cost is their
+    number. 1903 calls (solve + backward, 0-d inputs) before the change, 1122 after."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from bench.curvature import inputs, solve_and_backward
+
+    n = [0]
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            n[0] += 1
+            return func(*args, **(kwargs or {}))
+
+    args = inputs(0, "cpu")
+    with Count():
+        solve_and_backward(*args)
+    assert n[0] <= 1200
+    _, syncs = common.count_syncs(lambda: solve_and_backward(*inputs(16, "cpu")))
+    assert syncs == {}
