@@ -349,7 +349,10 @@ def base_parser(description, quick_help="about a minute on 2 CPU cores"):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help=f"small shapes, few repeats ({quick_help})")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch.set_num_threads (CPU); 1 by default: on cores shared with other jobs, "
+                        "one preempted thread stalls a multi-threaded op at its barrier, which makes "
+                        "timings far noisier than with one thread")
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "amp"],
                    help="CUDA only: fp16 weights or fp32 weights under autocast (default amp on "
                         "CUDA, fp32 on the CPU)")
