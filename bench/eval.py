@@ -123,9 +123,9 @@ def main(argv=None):
     results = []
     asked_batch = args.eval_batch
     for s in shapes:
-        args.eval_batch = asked_batch or (64 if s == "tiny" else 32)
+        args.eval_batch = asked_batch or {"tiny": 64, "small": 32}.get(s, 16)
         nb = args.batches or (4 if s != "b16" else 2)
-        rounds = args.rounds or 5
+        rounds = args.rounds or (5 if s != "b16" else 3)
         budget = 6.0 if args.quick else 240.0
         for t in args.taxonomies.split(","):
             for pr in args.presets.split(","):
