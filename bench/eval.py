@@ -25,6 +25,7 @@ import warnings
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np
 import torch
 
 from bench.common import (SHAPES, TAXONOMIES, autocast, base_parser, batch, build_model, describe_taxonomy,
@@ -43,7 +44,7 @@ class Evaluations:
     def __init__(self, model, batches, cuts, args):
         self.model, self.batches, self.cuts, self.args = model, batches, cuts, args
         tax = model.taxonomy
-        self.leaf_rows = torch.as_tensor(tax.leaves, device=args.device) - 1  # prompt rows
+        self.leaf_rows = torch.as_tensor(np.array(tax.leaves), device=args.device) - 1  # prompt rows
         self.text_full = self.text_leaf = None
         self.metrics = None
         self.leaf_correct = None

@@ -189,9 +189,10 @@ def compare(model, images, labels):
     g_ref = _grads(model)
     model.zero_grad(set_to_none=True)
     for k in ("node", "cut"):
-        if abs(float(one[k]) - float(ref[k])) > RTOL * max(1.0, abs(float(ref[k]))):
-            raise AssertionError(f"{k} loss differs: one-pass {float(one[k])} per-node {float(ref[k])}")
-    a, b = float(one["total"]), float(ref["total"])
+        x, y = float(one[k].detach()), float(ref[k].detach())
+        if abs(x - y) > RTOL * max(1.0, abs(y)):
+            raise AssertionError(f"{k} loss differs: one-pass {x} per-node {y}")
+    a, b = float(one["total"].detach()), float(ref["total"].detach())
     total_norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in g_ref.values()))
     total_diff = math.sqrt(sum(float((g_one[n].double() - g_ref[n].double()).pow(2).sum()) for n in g_one))
     worst, worst_name = 0.0, ""

@@ -163,3 +163,117 @@ def test_curvature_solve_is_sync_free_and_cheap_in_aten_calls():
     assert n[0] <= 1200
     _, syncs = common.count_syncs(lambda: solve_and_backward(*inputs(16, "cpu")))
     assert syncs == {}
+
+
+# ------------------------------------------------------------------ the bench scripts
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """The scripts' ``main`` sets ``torch.set_num_threads``; give other tests theirs back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _args(**kw):
+    import argparse
+    base = dict(device="cpu", precision="fp32", threads=1, batch=4, eval_batch=4)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def _result(out):
+    lines = [l for l in out.splitlines() if l.startswith("result: ")]
+    assert len(lines) == 1, out
+    return dict(kv.split("=", 1) for kv in lines[0][len("result: "):].split())
+
+
+def test_step_core_runs_all_presets_and_counts_syncs():
+    from bench import step
+    rows, values, _ = step.run(_args(), [("tiny", "deep")], rounds=1, budget_s=None, memory=False)
+    assert [r[2] for r in rows] == ["vanilla", "protect", "hyptree"]
+    assert values["time_ratio_tiny_deep"] > 0 and values["hyptree_ms_tiny_deep"] > 0
+    # the hyptree objective selects valid path entries with boolean masks (syncs on a GPU)
+    assert rows[2][-1] > rows[1][-1] >= 1
+
+
+def test_step_memory_child_reports_a_peak():
+    from bench import step
+    spec = dict(shape="tiny", taxonomy="deep", preset="protect", batch=2, device="cpu",
+                precision="fp32", threads=1)
+    mem = common.child_peak_memory(step.__file__, spec)
+    assert mem["peak"] > mem["base"] > 0
+
+
+def test_step_main_prints_one_result_line(capsys):
+    from bench import step
+    step.main(["--shapes", "tiny", "--taxonomies", "deep", "--rounds", "1", "--no-memory", "--batch", "2"])
+    values = _result(capsys.readouterr().out)
+    assert float(values["time_ratio_tiny_deep"]) > 0 and values["time_target_met"] in ("true", "false")
+
+
+def test_eval_core_full_and_leaf_only_agree():
+    from bench import eval as ev
+    r = ev.run_config("tiny", "deep", "hyptree", _args(), n_batches=2, rounds=1, budget=None)
+    assert r["images"] == 8 and 0.0 <= r["la"] <= 100.0 and r["cuts"] == 25
+    assert r["loop_ratio"] > 0 and r["projected"] > 0
+
+
+def test_eval_main_prints_one_result_line(capsys):
+    from bench import eval as ev
+    ev.main(["--shapes", "tiny", "--taxonomies", "sun", "--presets", "vanilla", "--batches", "1",
+             "--eval-batch", "4", "--rounds", "1"])
+    values = _result(capsys.readouterr().out)
+    assert float(values["loop_ratio_tiny_sun_vanilla"]) > 0
+
+
+def test_curvature_main_prints_one_result_line(capsys):
+    from bench import curvature as cb
+    cb.main(["--repeats", "3", "--batch", "8"])
+    values = _result(capsys.readouterr().out)
+    assert values["host_syncs"] == "0" and float(values["single_ms"]) > 0
+
+
+# ------------------------------------------------------------ the per-node reference
+@pytest.mark.parametrize("preset", ["protect", "hyptree"])
+@pytest.mark.parametrize("tax_name", ["deep", "sun"])
+def test_per_node_scheme_gives_the_one_pass_loss_and_gradients(preset, tax_name):
+    from bench import per_node
+    r = per_node.check(common.SHAPES["tiny"], common.TAXONOMIES[tax_name](), preset, 6, torch.float64)
+    assert r["loss_rel"] < 1e-12
+    assert r["grad_rel"] < 1e-9 and r["grad_rel_all"] < 1e-12
+
+
+def test_keep_float64_is_scoped():
+    from bench import per_node
+    x = torch.zeros(2, dtype=torch.float64)
+    with per_node.keep_float64():
+        assert x.float().dtype == torch.float64 and x.type(torch.float32).dtype == torch.float64
+        assert torch.zeros(2, dtype=torch.float16).float().dtype == torch.float32
+    assert x.float().dtype == torch.float32 and x.type(torch.float32).dtype == torch.float32
+
+
+def test_per_node_scheme_has_the_reference_cost_structure_and_detects_differences():
+    from bench import per_node
+    from hyptree.protect import ProTeCtIndex
+    from hyptree.taxonomy import random_cut
+    shape, tax = common.SHAPES["tiny"], common.deep_tree()
+    model = common.build_model(common.build_clip(shape), tax, "hyptree", shape)
+    images, labels = common.batch(shape, tax, 6)
+    idx = ProTeCtIndex.of(tax)
+    steps = idx.step_rows[labels][idx.step_mask[labels]]
+    touched = len(set(steps.tolist()))
+    counter = per_node.Counter()
+    cut = random_cut(tax, np.random.default_rng(0), 0.1)
+    before = model.vision_tower.calls
+    with torch.no_grad():
+        out = per_node.per_node_loss(model, images, labels, cut, counter)
+    # one vision pass per internal node on the batch's paths (its samples only), one for the cut
+    assert counter.vision_passes == touched + 1 == model.vision_tower.calls - before
+    assert counter.images == int(idx.step_mask[labels].sum()) + 6
+    # another cut gives another loss: the comparison would notice a wrong cut
+    other = random_cut(tax, np.random.default_rng(5), 0.5)
+    assert other != cut
+    with torch.no_grad():
+        out2 = per_node.per_node_loss(model, images, labels, other)
+    assert abs(float(out2["cut"]) - float(out["cut"])) > 1e-3
+    torch.testing.assert_close(out2["node"], out["node"])
