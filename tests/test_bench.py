@@ -192,8 +192,9 @@ def test_step_core_runs_all_presets_and_counts_syncs():
     rows, values, _ = step.run(_args(), [("tiny", "deep")], rounds=1, budget_s=None, memory=False)
     assert [r[2] for r in rows] == ["vanilla", "protect", "hyptree"]
     assert values["time_ratio_tiny_deep"] > 0 and values["hyptree_ms_tiny_deep"] > 0
-    # the hyptree objective selects valid path entries with boolean masks (syncs on a GPU)
-    assert rows[2][-1] > rows[1][-1] >= 1
+    # the hyptree terms add no sync-forcing calls to the protect step (the protect losses'
+    # label-range checks are the ones left, see bench/README.md)
+    assert rows[2][-1] == rows[1][-1] >= 1
 
 
 def test_step_memory_child_reports_a_peak():
@@ -277,3 +278,83 @@ def test_per_node_scheme_has_the_reference_cost_structure_and_detects_difference
         out2 = per_node.per_node_loss(model, images, labels, other)
     assert abs(float(out2["cut"]) - float(out["cut"])) > 1e-3
     torch.testing.assert_close(out2["node"], out["node"])
+
+
+# -------------------------------------------------------- hyptree/objective.py change
+def _old_alignment(obj, labels, text_feats, image_feats):
+    """``HierarchicalObjective.alignment`` before the change: boolean-mask selections
+    on the device (each one, and its backward, a host sync on an accelerator)."""
+    from hyptree.objective import _entail, _masked_mean, gather_paths, mmd_loss
+    import torch.nn.functional as F
+    s = obj.settings
+    paths = obj._paths[labels]
+    mask = obj._mask[labels]
+    dtype = torch.promote_types(text_feats.dtype, torch.float32)
+    t = F.normalize(gather_paths(text_feats.to(dtype), paths), dim=-1) * s.scale_text
+    if image_feats.dim() == 2:
+        v = image_feats.to(dtype).unsqueeze(1).expand(-1, paths.shape[1], -1)
+    else:
+        v = gather_paths(image_feats.to(dtype), paths)
+    v = F.normalize(v, dim=-1) * s.scale_image
+    pair = mask[:, 1:]
+    t_valid, v_valid = t[mask], v[mask]
+    curv = obj.curvatures(text_feats=t_valid, image_feats=v_valid)
+    out = {"text_ent": _masked_mean(_entail(t[:, :-1][pair], t[:, 1:][pair], curv.text, s.cone_k)),
+           "image_ent": _masked_mean(_entail(v[:, :-1][pair], v[:, 1:][pair], curv.image, s.cone_k))}
+    if s.cross == "entailment":
+        out["cross"] = _masked_mean(_entail(t_valid, v_valid, curv.inter, s.cone_k))
+    elif s.cross == "mmd":
+        out["cross"] = mmd_loss(t_valid, v_valid, s.mmd_bandwidths)
+    else:
+        out["cross"] = obj._angle(t_valid, v_valid, paths[mask], curv.inter)
+    return out
+
+
+@pytest.mark.parametrize("cross", ["entailment", "mmd", "angle"])
+@pytest.mark.parametrize("image_tree", [True, False])
+def test_alignment_with_index_lists_equals_boolean_masks(cross, image_tree):
+    from hyptree.curvature import Curvatures
+    from hyptree.objective import HierarchicalObjective, ObjectiveSettings
+    tax = common.deep_tree()  # unbalanced: paths of lengths 1..9, so masks matter
+    settings = ObjectiveSettings(preset="hyptree", cross=cross, centroid_weight=0.1)
+    obj = HierarchicalObjective(tax, settings, Curvatures("intermediate", c0=0.5)).double()
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, tax.num_classes, (12,), generator=g)
+    labels[0] = int(np.argmin(tax.depth[tax.leaves]))  # include the shallowest leaf
+    D = 16
+    text = torch.randn(tax.num_nodes, D, generator=g, dtype=torch.float64)
+    image = torch.randn(*((12, tax.num_nodes, D) if image_tree else (12, D)), generator=g,
+                        dtype=torch.float64)
+    results = []
+    for fn in (obj.alignment, lambda *a: _old_alignment(obj, *a)):
+        t, v = text.clone().requires_grad_(), image.clone().requires_grad_()
+        out = fn(labels, t, v)
+        total = out["text_ent"] + out["image_ent"] + out["cross"]
+        gt, gv = torch.autograd.grad(total, (t, v))
+        results.append(([out[k].detach() for k in ("text_ent", "image_ent", "cross")], gt, gv))
+    (new, gt_new, gv_new), (old, gt_old, gv_old) = results
+    for a, b in zip(new, old):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
+    assert float(new[0]) > 0 and float(new[1]) > 0  # terms that could differ do not vanish
+    torch.testing.assert_close(gt_new, gt_old, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gv_new, gv_old, rtol=1e-12, atol=1e-14)
+    assert gv_new.abs().sum() > 0
+
+
+def test_alignment_makes_no_device_sync_calls():
+    from hyptree.curvature import Curvatures
+    from hyptree.objective import HierarchicalObjective, ObjectiveSettings
+    tax = common.deep_tree()
+    obj = HierarchicalObjective(tax, ObjectiveSettings(preset="hyptree"), Curvatures())
+    labels = torch.arange(8) * 11
+    text = torch.randn(tax.num_nodes, 16, requires_grad=True)
+    image = torch.randn(8, tax.num_nodes, 16, requires_grad=True)
+
+    def run():
+        out = obj.alignment(labels, text, image)
+        (out["text_ent"] + out["image_ent"] + out["cross"]).backward()
+    _, counts = common.count_syncs(run)
+    assert counts == {}
+    _, old_counts = common.count_syncs(
+        lambda: sum(_old_alignment(obj, labels, text, image).values()).backward())
+    assert old_counts == {"index[bool]": 6, "index_put[bool]": 6}
