@@ -18,6 +18,7 @@ the solve also runs under ``torch.cuda.set_sync_debug_mode("error")``.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -37,10 +38,10 @@ def inputs(n, device, seed=0):
     """Curvature pairs and radii: ``n = 0`` gives 0-d tensors (one pair)."""
     g = torch.Generator().manual_seed(seed)
     shape = () if n == 0 else (n,)
-    log_lo, log_hi = torch.log(torch.tensor(0.05)), torch.log(torch.tensor(5.0))
+    log_lo, log_hi = math.log(0.05), math.log(5.0)
     c_t = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(shape, generator=g)).to(device)
     c_i = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(shape, generator=g)).to(device)
-    ratio = torch.exp(torch.log(torch.tensor(0.2)) + torch.log(torch.tensor(25.0)) * torch.rand(shape, generator=g))
+    ratio = torch.exp(math.log(0.2) + math.log(25.0) * torch.rand(shape, generator=g))
     r_t, r_i = radii_from_ratio(ratio.to(device), c_t, c_i)
     return c_t, c_i, r_t, r_i
 
@@ -92,7 +93,7 @@ def main(argv=None):
     print(machine_info(args.device))
     rows = [["single (0-d)", "1", f"{1e3 * median(times['single']):.3f}",
              f"{1e3 * min(times['single']):.3f}", len(times["single"])],
-            [f"batched", str(args.batch), f"{1e3 * median(times['batched']):.3f}",
+            ["batched", str(args.batch), f"{1e3 * median(times['batched']):.3f}",
              f"{1e3 * min(times['batched']):.3f}", len(times["batched"])]]
     print(table(rows, ["solve + backward", "pairs", "median ms", "min ms", "repeats"]))
     print(f"host-sync ops inside solve + backward (dispatcher count): {n_sync} {counts or ''}")

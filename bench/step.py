@@ -93,11 +93,10 @@ def run(args, configs, rounds, budget_s, memory=True, syncs=True):
             r = paired_ratio(times[p], t_ref)
             row = [shape_name, tax_name, p, f"{1e3 * median(times[p]):.1f}", len(times[p]), f"{r:.3f}"]
             if memory:
-                peak = mem[p]["peak"] / 2**20
-                delta = (mem[p]["peak"] - mem[p]["base"]) / 2**20
-                row += [f"{peak:.0f}", f"{delta:.0f}",
-                        f"{mem[p]['peak'] / mem['protect']['peak']:.3f}",
-                        f"{(mem[p]['peak'] - mem[p]['base']) / (mem['protect']['peak'] - mem['protect']['base']):.3f}"]
+                delta = mem[p]["peak"] - mem[p]["base"]
+                ref_delta = mem["protect"]["peak"] - mem["protect"]["base"]
+                row += [f"{mem[p]['peak'] / 2**20:.0f}", f"{delta / 2**20:.0f}",
+                        f"{mem[p]['peak'] / mem['protect']['peak']:.3f}", f"{delta / ref_delta:.3f}"]
             if syncs:
                 row.append(sync_counts[p])
             rows.append(row)
