@@ -196,8 +196,19 @@ class HierarchicalObjective(nn.Module):
         """J_Tent, J_Vent and the cross term, plus the curvatures used (for logging)."""
         s = self.settings
         device = text_feats.device
-        paths = self._paths.to(device)[labels]  # (B, H)
-        mask = self._mask.to(device)[labels]  # (B, H), a prefix of True per row
+        # The valid entries are selected with index lists built on the host from a host
+        # copy of the labels: boolean-mask indexing on an accelerator syncs with the host
+        # at every selection and again in its backward (12 syncs per step); this costs at
+        # most the one copy of the (B,) labels, and nothing when they are on the CPU.
+        lab = labels.detach().cpu().numpy()
+        mask_h = self._mask.numpy()[lab]  # (B, H), a prefix of True per row
+        H = mask_h.shape[1]
+        valid = np.flatnonzero(mask_h)  # flat (B*H) ids of the valid entries, row-major
+        b, k = np.nonzero(mask_h[:, 1:])  # parent k and child k + 1 both valid
+        valid = torch.from_numpy(valid).to(device)
+        parent = torch.from_numpy(b * H + k).to(device)
+        child = parent + 1
+        paths = self._paths.to(device)[torch.from_numpy(lab).to(device)]  # (B, H)
         # Hyperbolic coordinates are kept in fp32 at least (DESIGN section 2).
         dtype = torch.promote_types(text_feats.dtype, torch.float32)
         t = F.normalize(gather_paths(text_feats.to(dtype), paths), dim=-1) * s.scale_text
@@ -207,19 +218,21 @@ class HierarchicalObjective(nn.Module):
             v = gather_paths(image_feats.to(dtype), paths)
         v = F.normalize(v, dim=-1) * s.scale_image
 
-        pair = mask[:, 1:]  # parent k valid and child k+1 valid
-        t_valid, v_valid = t[mask], v[mask]  # (P, D)
+        t, v = t.flatten(0, 1), v.flatten(0, 1)  # (B*H, D)
+        t_valid, v_valid = t.index_select(0, valid), v.index_select(0, valid)  # (P, D)
         curv: CurvatureState = self.curvatures(text_feats=t_valid, image_feats=v_valid)
         out = {
-            "text_ent": _masked_mean(_entail(t[:, :-1][pair], t[:, 1:][pair], curv.text, s.cone_k)),
-            "image_ent": _masked_mean(_entail(v[:, :-1][pair], v[:, 1:][pair], curv.image, s.cone_k)),
+            "text_ent": _masked_mean(_entail(t.index_select(0, parent), t.index_select(0, child),
+                                             curv.text, s.cone_k)),
+            "image_ent": _masked_mean(_entail(v.index_select(0, parent), v.index_select(0, child),
+                                              curv.image, s.cone_k)),
         }
         if s.cross == "entailment":
             out["cross"] = _masked_mean(_entail(t_valid, v_valid, curv.inter, s.cone_k))
         elif s.cross == "mmd":
             out["cross"] = mmd_loss(t_valid, v_valid, s.mmd_bandwidths)
         else:
-            out["cross"] = self._angle(t_valid, v_valid, paths[mask], curv.inter)
+            out["cross"] = self._angle(t_valid, v_valid, paths.flatten().index_select(0, valid), curv.inter)
         for name in ("text", "image", "inter"):
             value = getattr(curv, name)
             if value is not None:

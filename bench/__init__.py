@@ -1,0 +1,1 @@
+"""Performance benchmarks (scripts; see bench/README.md). Not part of the installed library."""
