@@ -319,3 +319,34 @@ def test_amp_path_with_grad_scaler(env, monkeypatch, trainer):
     if trainer == "PromptSRCHypTree":
         assert all({"src_text", "src_image", "src_logits"} <= set(r) for r in rows)
         assert t.gpa.epochs_seen == [0]
+
+
+@pytest.mark.slow
+def test_base2novel_script_on_toy_prints_the_table(env, tmp_path):
+    """``scripts/hyptree/base2novel.sh toy`` for real: train base, evaluate novel, table."""
+    import subprocess
+
+    if shutil.which("bash") is None:
+        pytest.skip("bash not available")
+    out = tmp_path / "output"
+    environ = dict(os.environ, PYTHON=sys.executable, CFG="tiny_cpu", DATA=env["data"], OUT=str(out),
+                   SHOTS="2", OMP_NUM_THREADS="1",
+                   EXTRA_OPTS=f"TRAINER.HYPTREE.CLIP_PATH {env['clip']}",
+                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(["bash", "scripts/hyptree/base2novel.sh", "toy", "1"], cwd=ROOT,
+                          env=environ, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    train_dir = out / "base2new/train_base/toy/shots_2/MaPLeHypTree/tiny_cpu_hyptree/seed1"
+    novel_dir = out / "base2new/test_new/toy/shots_2/MaPLeHypTree/tiny_cpu_hyptree/seed1"
+    base, novel = results(train_dir), results(novel_dir)
+    assert (base["tree"], novel["tree"]) == ("base", "new")
+    assert novel["model_dir"] and novel["model_dir"].endswith("seed1")
+    assert "Base-to-novel" in proc.stdout and "| ToyHier |" in proc.stdout
+    # the printed LA row carries the two runs' numbers and their harmonic mean
+    b, n = base["metrics"]["LA"], novel["metrics"]["LA"]
+    h = 2 * b * n / (b + n) if b + n else 0.0
+    assert f"{b:.2f}" in proc.stdout and f"{n:.2f}" in proc.stdout and f"{h:.2f}" in proc.stdout
+    # a second call skips both finished runs
+    again = subprocess.run(["bash", "scripts/hyptree/base2novel.sh", "toy", "1"], cwd=ROOT,
+                           env=environ, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("[skip]") == 2, again.stdout[-2000:]
