@@ -385,3 +385,28 @@ def prepare_clip(shape, args, seed=0):
     if args.precision == "fp16":
         cast_clip_weights(clip_model, torch.float16)
     return clip_model.to(args.device)
+
+
+def make_step(model, images, labels, args):
+    """A closure running one optimiser step of ``model`` on the batch."""
+    opt = torch.optim.SGD(model.trainable_parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast(args):
+            loss = model.loss(images, labels)["total"]
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def print_setup(args, shapes, results, extra=""):
+    """The header every script prints: machine, device, shapes, taxonomies of ``results``."""
+    print(machine_info(args.device))
+    print(f"device {args.device}, precision {args.precision}{extra}, MaPLe prompts")
+    for s in shapes:
+        print(f"shape {SHAPES[s].describe()}")
+    for r in {r["taxonomy"]: r for r in results}.values():
+        cuts = f"; {r['cuts']} evaluation cuts" if "cuts" in r else ""
+        print(f"taxonomy {r['taxonomy']}: {describe_taxonomy(r['tax'])}{cuts}")

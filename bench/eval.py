@@ -28,8 +28,8 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
-from bench.common import (SHAPES, TAXONOMIES, autocast, base_parser, batch, build_model, describe_taxonomy,
-                          interleaved, machine_info, median, paired_ratio, prepare_clip, result_line, setup,
+from bench.common import (SHAPES, TAXONOMIES, autocast, base_parser, batch, build_model,
+                          interleaved, median, paired_ratio, prepare_clip, print_setup, result_line, setup,
                           table)
 from hyptree.metrics import HierarchicalMeter
 from hyptree.taxonomy import evaluation_cuts
@@ -132,12 +132,7 @@ def main(argv=None):
             for pr in args.presets.split(","):
                 results.append(run_config(s, t, pr, args, nb, rounds, budget))
 
-    print(machine_info(args.device))
-    print(f"device {args.device}, precision {args.precision}, MaPLe prompts")
-    for s in shapes:
-        print(f"shape {SHAPES[s].describe()}")
-    for r in {r["taxonomy"]: r for r in results}.values():
-        print(f"taxonomy {r['taxonomy']}: {describe_taxonomy(r['tax'])}; {r['cuts']} evaluation cuts")
+    print_setup(args, shapes, results)
     rows, values = [], {}
     for r in results:
         t = r["times"]

@@ -42,9 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import (SHAPES, TAXONOMIES, autocast, base_parser, batch, build_clip, build_model,
-                          describe_taxonomy,
-                          interleaved, machine_info, median, paired_ratio, prepare_clip, result_line, setup,
-                          table)
+                          interleaved, make_step, median, paired_ratio, prepare_clip,
+                          print_setup, result_line, setup, table)
 from hyptree.protect import ProTeCtIndex
 from hyptree.taxonomy import cut_targets, random_cut
 
@@ -224,16 +223,11 @@ def check(shape, tax, preset, size, dtype, device="cpu"):
 
 
 def make_steps(model, images, labels, args):
+    """Our one-pass step (``make_step``) and the per-node scheme's step, same optimiser settings."""
     opt = torch.optim.SGD(model.trainable_parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     rng = np.random.default_rng(1)
     counter = Counter()
-
-    def one_pass():
-        opt.zero_grad(set_to_none=True)
-        with autocast(args):
-            loss = model.loss(images, labels)["total"]
-        loss.backward()
-        opt.step()
+    one_pass = make_step(model, images, labels, args)
 
     def per_node():
         opt.zero_grad(set_to_none=True)
@@ -288,12 +282,7 @@ def main(argv=None):
     results = [run_config(s, t, pr, args, rounds, budget, "small" if s == "b16" else s)
                for s in shapes for t in args.taxonomies.split(",") for pr in args.presets.split(",")]
 
-    print(machine_info(args.device))
-    print(f"device {args.device}, precision {args.precision}, batch {args.batch}, MaPLe prompts")
-    for s in shapes:
-        print(f"shape {SHAPES[s].describe()}")
-    for r in {r["taxonomy"]: r for r in results}.values():
-        print(f"taxonomy {r['taxonomy']}: {describe_taxonomy(r['tax'])}")
+    print_setup(args, shapes, results, extra=f", batch {args.batch}")
     rows = []
     values = {}
     for r in results:

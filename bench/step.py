@@ -25,28 +25,13 @@ import warnings
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch
 
-from bench.common import (SHAPES, TAXONOMIES, autocast, base_parser, batch, build_model, child_answer,
-                          child_peak_memory, count_syncs, describe_taxonomy, interleaved, machine_info,
+from bench.common import (SHAPES, TAXONOMIES, base_parser, batch, build_model, child_answer,
+                          child_peak_memory, count_syncs, describe_taxonomy, interleaved, machine_info, make_step,
                           measure_peak, median, paired_ratio, prepare_clip, result_line, setup, table)
 
 PRESETS = ("vanilla", "protect", "hyptree")
 TARGET_TIME, TARGET_MEM = 1.10, 1.05
-
-
-def make_step(model, images, labels, args):
-    """A closure running one optimiser step of ``model`` on the batch."""
-    opt = torch.optim.SGD(model.trainable_parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with autocast(args):
-            loss = model.loss(images, labels)["total"]
-        loss.backward()
-        opt.step()
-        return loss
-    return step
 
 
 def build(shape_name, tax_name, presets, args, size):
