@@ -23,7 +23,7 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
 import datasets  # noqa: F401  registers the hierarchical datasets
 import trainers  # noqa: F401  registers MaPLeHypTree, PromptSRCHypTree, CoOpHier
-from hyptree.config import add_hyptree_config
+from hyptree.run.config import add_hyptree_config
 
 
 def print_args(args, cfg):

@@ -1,6 +1,6 @@
 """Intermediate-curvature solve + backward: time (single and batched) and host syncs.
 
-Times ``hyptree.curvature.intermediate_curvature(c_t, c_i, r_t, r_i)`` followed by
+Times ``hyptree.geometry.curvature.intermediate_curvature(c_t, c_i, r_t, r_i)`` followed by
 ``backward`` (the implicit-function-theorem gradient) for
 
 * ``single``: 0-d curvatures, the training case (one solve per step), radii from the
@@ -29,7 +29,7 @@ if __package__ in (None, ""):
 import torch
 
 from bench.common import base_parser, count_syncs, interleaved, machine_info, median, result_line, setup, table
-from hyptree.curvature import intermediate_curvature, radii_from_ratio
+from hyptree.geometry.curvature import intermediate_curvature, radii_from_ratio
 
 TARGET_MS = 2.0
 

@@ -31,8 +31,8 @@ import torch
 from bench.common import (SHAPES, TAXONOMIES, autocast, base_parser, batch, build_model,
                           interleaved, median, paired_ratio, prepare_clip, print_setup, result_line, setup,
                           table)
-from hyptree.metrics import HierarchicalMeter
-from hyptree.taxonomy import evaluation_cuts
+from hyptree.eval.metrics import HierarchicalMeter
+from hyptree.tree.taxonomy import evaluation_cuts
 
 TARGET = 1.25
 PROJECT_IMAGES = 10_000

@@ -1,6 +1,6 @@
 """Dassl datasets with a taxonomy attached; ``import datasets`` registers them all.
 
-| registry name | ``hyptree.hierdata`` name | config |
+| registry name | ``hyptree.data.build`` name | config |
 |---|---|---|
 | CIFAR100Hier | cifar100 | configs/datasets/cifar100.yaml |
 | SUN397Hier | sun397 | configs/datasets/sun397.yaml |
@@ -34,7 +34,7 @@ REGISTRY_NAMES = {
     "rare_species": "RareSpecies",
     "toy": "ToyHier",
 }
-"""``hyptree.hierdata`` name -> Dassl registry name (= ``DATASET.NAME``).
+"""``hyptree.data.build`` name -> Dassl registry name (= ``DATASET.NAME``).
 
 Module files end in ``_hier`` so that they never shadow a MaPLe / PromptSRC checkout's own
 ``datasets/imagenet.py``, ``sun397.py``, ... when the plugin is installed there."""

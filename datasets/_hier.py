@@ -1,23 +1,23 @@
-"""Shared Dassl glue: a ``DatasetBase`` built from ``hyptree.hierdata``.
+"""Shared Dassl glue: a ``DatasetBase`` built from ``hyptree.data.build``.
 
-A subclass sets ``hier_name`` (a ``hyptree.hierdata.DATASET_NAMES`` entry) and registers
+A subclass sets ``hier_name`` (a ``hyptree.data.build.DATASET_NAMES`` entry) and registers
 itself; everything else (files, taxonomy, few-shot, base/novel) is
-``hyptree.hierdata.build_hierarchical_dataset``.
+``hyptree.data.build.build_hierarchical_dataset``.
 """
 from dassl.data.datasets import Datum, DatasetBase
 
-from hyptree.hierdata import build_hierarchical_dataset, options_from_cfg
+from hyptree.data.build import build_hierarchical_dataset, options_from_cfg
 
 
 def to_datums(items):
-    """``hyptree.data.Item`` list -> Dassl ``Datum`` list (Datum checks each file exists)."""
+    """``hyptree.data.readers.Item`` list -> Dassl ``Datum`` list (Datum checks each file exists)."""
     return [Datum(impath=i.impath, label=i.label, domain=i.domain, classname=i.classname) for i in items]
 
 
 class HierDatasetBase(DatasetBase):
     """Dassl dataset with a taxonomy: label ``k`` is leaf ``k`` of ``self.taxonomy``.
 
-    Needs ``hyptree.config.add_hyptree_config(cfg)`` to have run (a ``KeyError`` says so).
+    Needs ``hyptree.run.config.add_hyptree_config(cfg)`` to have run (a ``KeyError`` says so).
     Extra attributes: ``taxonomy`` (this run's tree: all, base or new classes),
     ``full_taxonomy`` (all classes), ``tree`` (``all``/``base``/``new``/target name),
     ``taxonomy_source`` (where the hierarchy came from) and ``hier`` (the whole

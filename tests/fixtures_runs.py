@@ -1,4 +1,4 @@
-"""Generated run folders in the format train.py / hyptree.evaluate write (DESIGN.md, section 7).
+"""Generated run folders in the format train.py / hyptree.eval.evaluate write (DESIGN.md, section 7).
 
 Independent of the trainers: results.json, train_log.jsonl and embeddings.npz built
 from the documented contract only.

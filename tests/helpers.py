@@ -1,9 +1,9 @@
 """Shared test fixtures' building blocks: a small unbalanced tree and a tiny HierarchicalCLIP."""
 import torch
 
-from hyptree.clip_model import tiny_clip
-from hyptree.config import default_config
-from hyptree.model import HierarchicalCLIP
+from hyptree.model.clip_model import tiny_clip
+from hyptree.run.config import default_config
+from hyptree.model.hierarchical import HierarchicalCLIP
 
 # unbalanced depths: leaves at depth 2 and 3
 LINES = [

@@ -15,8 +15,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench import common  # noqa: E402
-from hyptree import curvature as C  # noqa: E402
-from hyptree.curvature import intermediate_curvature, radii_from_ratio  # noqa: E402
+from hyptree.geometry import curvature as C  # noqa: E402
+from hyptree.geometry.curvature import intermediate_curvature, radii_from_ratio  # noqa: E402
 
 
 # ------------------------------------------------------------------- bench/common.py
@@ -255,8 +255,8 @@ def test_keep_float64_is_scoped():
 
 def test_per_node_scheme_has_the_reference_cost_structure_and_detects_differences():
     from bench import per_node
-    from hyptree.protect import ProTeCtIndex
-    from hyptree.taxonomy import random_cut
+    from hyptree.loss.protect import ProTeCtIndex
+    from hyptree.tree.taxonomy import random_cut
     shape, tax = common.SHAPES["tiny"], common.deep_tree()
     model = common.build_model(common.build_clip(shape), tax, "hyptree", shape)
     images, labels = common.batch(shape, tax, 6)
@@ -284,7 +284,7 @@ def test_per_node_scheme_has_the_reference_cost_structure_and_detects_difference
 def _old_alignment(obj, labels, text_feats, image_feats):
     """``HierarchicalObjective.alignment`` before the change: boolean-mask selections
     on the device (each one, and its backward, a host sync on an accelerator)."""
-    from hyptree.objective import _entail, _masked_mean, gather_paths, mmd_loss
+    from hyptree.loss.objective import _entail, _masked_mean, gather_paths, mmd_loss
     import torch.nn.functional as F
     s = obj.settings
     paths = obj._paths[labels]
@@ -313,8 +313,8 @@ def _old_alignment(obj, labels, text_feats, image_feats):
 @pytest.mark.parametrize("cross", ["entailment", "mmd", "angle"])
 @pytest.mark.parametrize("image_tree", [True, False])
 def test_alignment_with_index_lists_equals_boolean_masks(cross, image_tree):
-    from hyptree.curvature import Curvatures
-    from hyptree.objective import HierarchicalObjective, ObjectiveSettings
+    from hyptree.geometry.curvature import Curvatures
+    from hyptree.loss.objective import HierarchicalObjective, ObjectiveSettings
     tax = common.deep_tree()  # unbalanced: paths of lengths 1..9, so masks matter
     settings = ObjectiveSettings(preset="hyptree", cross=cross, centroid_weight=0.1)
     obj = HierarchicalObjective(tax, settings, Curvatures("intermediate", c0=0.5)).double()
@@ -342,8 +342,8 @@ def test_alignment_with_index_lists_equals_boolean_masks(cross, image_tree):
 
 
 def test_alignment_makes_no_device_sync_calls():
-    from hyptree.curvature import Curvatures
-    from hyptree.objective import HierarchicalObjective, ObjectiveSettings
+    from hyptree.geometry.curvature import Curvatures
+    from hyptree.loss.objective import HierarchicalObjective, ObjectiveSettings
     tax = common.deep_tree()
     obj = HierarchicalObjective(tax, ObjectiveSettings(preset="hyptree"), Curvatures())
     labels = torch.arange(8) * 11

@@ -12,7 +12,7 @@ with warnings.catch_warnings():
     import clip
 from clip.model import CLIP
 
-from hyptree.clip_model import (
+from hyptree.model.clip_model import (
     TextTower,
     VisionTower,
     _pass_through,
@@ -476,7 +476,7 @@ def test_vendored_clip_with_design_details_builds_plain_blocks(monkeypatch, tmp_
     """MaPLe/PromptSRC checkouts shadow ``clip`` with a copy whose CLIP needs design_details."""
     from clip.model import CLIP as OpenAICLIP
 
-    import hyptree.clip_model as cm
+    import hyptree.model.clip_model as cm
 
     seen = []
 

@@ -1,7 +1,7 @@
 import pytest
 from yacs.config import CfgNode as CN
 
-from hyptree.config import add_hyptree_config, check_config, default_config
+from hyptree.run.config import add_hyptree_config, check_config, default_config
 
 
 def test_default_config_is_complete_and_valid():

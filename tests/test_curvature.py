@@ -1,4 +1,4 @@
-"""Tests for hyptree.curvature.
+"""Tests for hyptree.geometry.curvature.
 
 Oracles: the manifold distance written literally in numpy (float64) and
 differentiated by hand in ``c`` (not in ``sqrt(c)`` as the module does, and itself
@@ -12,8 +12,8 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
-from hyptree import curvature as C
-from hyptree.curvature import (
+from hyptree.geometry import curvature as C
+from hyptree.geometry.curvature import (
     CurvatureState,
     Curvatures,
     intermediate_curvature,

@@ -12,9 +12,9 @@ from dassl.data import DataManager  # noqa: E402
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum, build_dataset  # noqa: E402
 
 import datasets  # noqa: E402  (registers everything)
-from hyptree.config import add_hyptree_config  # noqa: E402
-from hyptree.hierdata import DATASET_NAMES, build_hierarchical_dataset  # noqa: E402
-from hyptree.toy import make_toy_dataset  # noqa: E402
+from hyptree.run.config import add_hyptree_config  # noqa: E402
+from hyptree.data.build import DATASET_NAMES, build_hierarchical_dataset  # noqa: E402
+from hyptree.data.toy import make_toy_dataset  # noqa: E402
 from test_data import _cifar_fake, _classnames_file, _img, _write_cifar_archive  # noqa: E402
 from test_hierdata import IN_NAMES, IN_WNIDS, _imagenet_root  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Tests for hyptree.data: every reader runs on generated files in the dataset's real layout."""
+"""Tests for hyptree.data.readers: every reader runs on generated files in the dataset's real layout."""
 import io
 import json
 import os
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hyptree import data as D
-from hyptree.data import Item
+from hyptree.data import readers as D
+from hyptree.data.readers import Item
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,4 +1,4 @@
-"""hyptree.evaluate without Dassl: streaming evaluation, run outputs, cuts, hashes, log."""
+"""hyptree.eval.evaluate without Dassl: streaming evaluation, run outputs, cuts, hashes, log."""
 import json
 import math
 import pickle
@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyptree.config import default_config
-from hyptree.evaluate import (
+from hyptree.run.config import default_config
+from hyptree.eval.evaluate import (
     TrainLog, config_hash, evaluate, evaluation_cuts_for, format_metrics, run_record, write_run,
 )
-from hyptree.metrics import hierarchical_metrics
+from hyptree.eval.metrics import hierarchical_metrics
 from helpers import LINES, make_model
-from hyptree.taxonomy import Taxonomy, evaluation_cuts, load_cuts, save_cuts
-from hyptree.taxonomy_io import read_paths_file
+from hyptree.tree.taxonomy import Taxonomy, evaluation_cuts, load_cuts, save_cuts
+from hyptree.tree.io import read_paths_file
 
 @pytest.fixture(scope="module")
 def taxonomy():

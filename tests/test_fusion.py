@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hyptree.fusion import TextGuidedSelection
+from hyptree.model.fusion import TextGuidedSelection
 
 
 def data(batch=3, names=5, layers=4, dim=8, seed=0, dtype=torch.float32):

@@ -1,13 +1,13 @@
-"""hyptree.hierdata on tiny generated copies of each dataset's real on-disk layout (no Dassl)."""
+"""hyptree.data.build on tiny generated copies of each dataset's real on-disk layout (no Dassl)."""
 import logging
 import os
 import random
 
 import pytest
 
-from hyptree import data as D
-from hyptree.config import default_config
-from hyptree.hierdata import (
+from hyptree.data import readers as D
+from hyptree.run.config import default_config
+from hyptree.data.build import (
     DATASET_NAMES,
     HIERARCHY_SOURCES,
     PROTECT_DIRS,
@@ -15,8 +15,8 @@ from hyptree.hierdata import (
     match_classes,
     options_from_cfg,
 )
-from hyptree.taxonomy import Taxonomy, split_base_novel
-from hyptree.taxonomy_io import read_paths_file, write_paths_file
+from hyptree.tree.taxonomy import Taxonomy, split_base_novel
+from hyptree.tree.io import read_paths_file, write_paths_file
 
 # fixture builders of the reader tests (the files in each dataset's real format)
 from test_data import SPECIES, _classnames_file, _cifar_fake, _img, _protect_cifar_tree, _rare, _write_cifar_archive
@@ -96,7 +96,7 @@ def test_toy_all_base_new_and_fewshot(toy_root):
 
 def test_toy_fewshot_is_maples_order(toy_root):
     """Train then val drawn from one random.Random(seed) over all classes, before subsampling."""
-    from hyptree.toy import make_toy_dataset
+    from hyptree.data.toy import make_toy_dataset
 
     raw = make_toy_dataset(toy_root)
     rng = random.Random(4)
@@ -337,7 +337,7 @@ def test_sun397_protect_subset_drops_classes_with_warning(tmp_path, caplog):
     # ProTeCt's names ('apartment_building_outdoor'), and not every SUN397 class
     make_protect_tree(os.path.join(p, "tree.npy"), {"outdoor": {"abbey": {}, "apartment_building_outdoor": {}},
                                                     "indoor": {"bedroom": {}, "office": {}}})
-    with caplog.at_level(logging.WARNING, logger="hyptree.hierdata"):
+    with caplog.at_level(logging.WARNING, logger="hyptree.data.build"):
         hd = build("sun397", root)
     assert "1 of 4 classes are not leaves" in caplog.text
     assert hd.dropped_classes == ["b/bakery/shop"]

@@ -1,4 +1,4 @@
-"""Tests for hyptree.lorentz.
+"""Tests for hyptree.geometry.lorentz.
 
 Oracles are independent of the module's formulas: numpy float64 Poincare-ball
 distances (via the standard isometry), the hyperbolic law of cosines, Moebius
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hyptree import lorentz as L
+from hyptree.geometry import lorentz as L
 
 F64 = torch.float64
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from hyptree.metrics import HierarchicalMeter, hierarchical_metrics
-from hyptree.taxonomy import Taxonomy, evaluation_cuts
+from hyptree.eval.metrics import HierarchicalMeter, hierarchical_metrics
+from hyptree.tree.taxonomy import Taxonomy, evaluation_cuts
 
 LINES = ["A/a1", "A/a2", "B/C/c1", "B/C/c2", "B/b1", "e"]  # unbalanced: e at depth 1, c* at depth 3
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from helpers import LINES, make_model
-from hyptree import lorentz
-from hyptree.objective import (
+from hyptree.geometry import lorentz
+from hyptree.loss.objective import (
     HierarchicalObjective, ObjectiveSettings, angle_contrastive_loss, einstein_midpoint,
     gather_paths, mmd_loss,
 )
-from hyptree.curvature import Curvatures
-from hyptree.taxonomy import Taxonomy
+from hyptree.geometry.curvature import Curvatures
+from hyptree.tree.taxonomy import Taxonomy
 
 # unbalanced depths: leaves at depth 2 and 3
 @pytest.fixture(scope="module")

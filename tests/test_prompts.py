@@ -11,8 +11,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import clip
 
-from hyptree.clip_model import TextTower, VisionTower, tiny_clip
-from hyptree.prompts import (
+from hyptree.model.clip_model import TextTower, VisionTower, tiny_clip
+from hyptree.model.prompts import (
     DEFAULT_TEMPLATES,
     CoOpPromptLearner,
     GaussianPromptAggregator,

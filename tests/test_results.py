@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fixtures_runs as F
-from hyptree import results as R
+from hyptree.eval import results as R
 
 B2N = "base2new"
 COMMON = "cifar100/shots_16/MaPLeHypTree/hyptree"
@@ -310,7 +310,7 @@ def test_module_runs_as_script(tmp_path):
 
     F.write_results(tmp_path / "r" / "seed1")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-m", "hyptree.results", str(tmp_path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "hyptree", "results", str(tmp_path)], capture_output=True,
                           text=True, cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert "70.00 ± 0.00" in proc.stdout

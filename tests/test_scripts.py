@@ -10,9 +10,9 @@ import textwrap
 import pytest
 import yaml
 
-from hyptree import maple_patch as MP
-from hyptree import protocols as P
-from hyptree.config import check_config, default_config
+from hyptree.run import maple_patch as MP
+from hyptree.run import protocols as P
+from hyptree.run.config import check_config, default_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts", "hyptree")
@@ -21,7 +21,7 @@ needs_bash = pytest.mark.skipif(BASH is None, reason="bash not found")
 
 # Fake interpreter: `train.py ...` is recorded and answered with a results.json in
 # --output-dir (metrics from seed and split, so the tables can be checked); anything else
-# (-m hyptree.results, -c ...) goes to the real python.
+# (-m hyptree results, -c ...) goes to the real python.
 FAKE_PYTHON = r'''#!{python}
 import json, os, sys
 argv = sys.argv[1:]
@@ -179,7 +179,7 @@ def test_missing_novel_seed_is_flagged_in_printed_table(work):
     assert proc.returncode == 0
     shutil.rmtree(work / "output/base2new/test_new/cifar100/shots_16/MaPLeHypTree/hyptree/seed2")
     proc = subprocess.run(
-        [sys.executable, "-m", "hyptree.results", str(work / "output" / "base2new"), "--seeds", "1", "2"],
+        [sys.executable, "-m", "hyptree", "results", str(work / "output" / "base2new"), "--seeds", "1", "2"],
         cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "| 1 | 71.00 ± 0.00 | 51.00 ± 0.00 |" in proc.stdout  # seed 2's base is not averaged in
@@ -383,10 +383,10 @@ def test_patch_train_py_inserts_once():
     begin = lines.index(MP.BEGIN)
     assert lines[begin - 2] == "import trainers.maple"  # after the checkout's own plugin imports
     assert lines[begin + 1:lines.index(MP.END)] == [
-        "import hyptree.config  # noqa: F401", "import datasets.cifar100_hier  # noqa: F401",
+        "import hyptree.run.config  # noqa: F401", "import datasets.cifar100_hier  # noqa: F401",
         "import trainers.coop_hier  # noqa: F401", "import trainers.maple_hyptree  # noqa: F401"]
     call = lines.index("    extend_cfg(cfg)")
-    assert lines[call + 1] == f"    hyptree.config.add_hyptree_config(cfg)  {MP.CALL_MARK}"
+    assert lines[call + 1] == f"    hyptree.run.config.add_hyptree_config(cfg)  {MP.CALL_MARK}"
     assert out.count("add_hyptree_config") == 1
     compile(out, "train.py", "exec")
 
@@ -395,7 +395,7 @@ def test_patch_train_py_updates_block_keeps_crlf_and_argument_name():
     text = MAPLE_TRAIN.replace("extend_cfg(cfg)\n\n    if", "extend_cfg(config)\n\n    if").replace("\n", "\r\n")
     once = MP.patch_train_py(text, ["a"], [])
     assert "\r\n" in once and "\n" not in once.replace("\r\n", "")
-    assert "hyptree.config.add_hyptree_config(config)" in once
+    assert "hyptree.run.config.add_hyptree_config(config)" in once
     twice = MP.patch_train_py(once, ["a", "b"], ["d"])
     assert "import trainers.b  # noqa: F401" in twice and "import datasets.d  # noqa: F401" in twice
     assert twice.count(MP.BEGIN) == 1 and twice.count("add_hyptree_config(") == 1

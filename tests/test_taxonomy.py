@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hyptree.taxonomy import (
+from hyptree.tree.taxonomy import (
     Taxonomy,
     cut_targets,
     evaluation_cuts,

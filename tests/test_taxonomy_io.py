@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from hyptree.taxonomy import Taxonomy, cut_targets, load_protect_cuts
-from hyptree.taxonomy_io import (
+from hyptree.tree.taxonomy import Taxonomy, cut_targets, load_protect_cuts
+from hyptree.tree.io import (
     detect_format,
     read_cifar100_meta,
     read_classnames_file,
@@ -384,7 +384,7 @@ def write_meta_mat(path, synsets):
 def test_imagenet_meta(tmp_path, caplog):
     p = str(tmp_path / "meta.mat")
     write_meta_mat(p, SYNSETS)
-    with caplog.at_level(logging.INFO, logger="hyptree.taxonomy_io"):
+    with caplog.at_level(logging.INFO, logger="hyptree.tree.io"):
         t = read_imagenet_meta(p)
     assert "2 synsets had several parents" in caplog.text
     assert t.names == ("n10", "n11", "n13", "n01", "n02", "n14", "n03", "n12", "n04", "n15", "n05")
@@ -492,7 +492,7 @@ SUN_CSV = (
 def test_sun397_hierarchy(tmp_path, caplog):
     p = tmp_path / "three_levels.csv"
     p.write_text(SUN_CSV)
-    with caplog.at_level(logging.INFO, logger="hyptree.taxonomy_io"):
+    with caplog.at_level(logging.INFO, logger="hyptree.tree.io"):
         t = read_sun397_hierarchy(str(p))
     assert "2 categories are flagged in several level-2 groups" in caplog.text
     assert t.class_names[:3] == ("bakery_shop", "office", "bedroom") and t.class_names[-1] == "apse_indoor"
@@ -561,11 +561,11 @@ def test_cli_module_entry_point(tmp_path):
     make_protect_tree(str(tmp_path / "tree.npy"), NESTED)
     out = tmp_path / "tax.txt"
     env = {**os.environ, "PYTHONPATH": ROOT}
-    r = subprocess.run([sys.executable, "-m", "hyptree.taxonomy", "convert", str(tmp_path / "tree.npy"), "-o", str(out)],
+    r = subprocess.run([sys.executable, "-m", "hyptree", "taxonomy", "convert", str(tmp_path / "tree.npy"), "-o", str(out)],
                        capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     t = read_paths_file(str(out))
     assert t == read_protect_tree(str(tmp_path / "tree.npy"))  # display names survive via '@' lines
-    r = subprocess.run([sys.executable, "-m", "hyptree.taxonomy", "stats", str(tmp_path / "x.bin"), "--format", "paths"],
+    r = subprocess.run([sys.executable, "-m", "hyptree", "taxonomy", "stats", str(tmp_path / "x.bin"), "--format", "paths"],
                        capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 2 and "error:" in r.stderr

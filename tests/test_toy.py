@@ -1,4 +1,4 @@
-"""Tests for hyptree.toy: the generated ToyHier set."""
+"""Tests for hyptree.data.toy: the generated ToyHier set."""
 import hashlib
 import math
 import os
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hyptree import toy
-from hyptree.data import read_coop_split
+from hyptree.data import toy
+from hyptree.data.readers import read_coop_split
 
 
 def _digest(items):

@@ -25,7 +25,7 @@ EPOCHS = 2
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from hyptree.clip_model import main as clip_main
+    from hyptree.model.clip_model import main as clip_main
 
     base = tmp_path_factory.mktemp("trainers")
     clip_path = str(base / "tiny_clip.pt")
@@ -223,7 +223,7 @@ def test_backbone_is_implied_and_contradictions_are_refused(env):
 
 
 def test_train_log_has_every_term_and_curvature(env):
-    from hyptree.evaluate import TrainLog
+    from hyptree.eval.evaluate import TrainLog
 
     rows = TrainLog.read(os.path.join(trained(env, "MaPLeHypTree"), "train_log.jsonl"))
     assert [r["epoch"] for r in rows] == sorted(r["epoch"] for r in rows)
@@ -274,7 +274,7 @@ def test_lr_schedule_matches_dassl(monkeypatch, sched, warmup, wtype, recount):
     from dassl.optim import build_lr_scheduler as dassl_sched
     from dassl.optim import build_optimizer
 
-    from hyptree.training import build_lr_scheduler
+    from hyptree.run.training import build_lr_scheduler
 
     original = torch.optim.lr_scheduler.LRScheduler.__init__
 
@@ -306,7 +306,7 @@ def test_amp_path_with_grad_scaler(env, monkeypatch, trainer):
     (fp16 autocast and a CPU GradScaler), enough to run the scaler branch end to end.
     PromptSRC keeps its self-regulating terms and GPA under amp (the original drops both)."""
     import trainers.hyptree_base as base
-    from hyptree.evaluate import TrainLog
+    from hyptree.eval.evaluate import TrainLog
 
     monkeypatch.setattr(base, "resolve_precision", lambda prec, device: "amp")
     out = env["base"] / f"amp_{trainer}"

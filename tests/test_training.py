@@ -1,4 +1,4 @@
-"""hyptree.training, HierarchicalCLIP.learnable_modules, the make-tiny CLI and the generated
+"""hyptree.run.training, HierarchicalCLIP.learnable_modules, the make-tiny CLI and the generated
 trainer configs - all without Dassl (its own oracle tests are in test_trainers.py)."""
 import io
 import math
@@ -13,13 +13,13 @@ import pytest
 import torch
 from yacs.config import CfgNode as CN
 
-from hyptree import training
-from hyptree.clip_model import load_clip, main as clip_main, tiny_clip
-from hyptree.config import add_hyptree_config, check_config, default_config
-from hyptree.model import HierarchicalCLIP
-from hyptree.prompts import GaussianPromptAggregator
-from hyptree.taxonomy import Taxonomy
-from hyptree.training import (
+from hyptree.run import training
+from hyptree.model.clip_model import load_clip, main as clip_main, tiny_clip
+from hyptree.run.config import add_hyptree_config, check_config, default_config
+from hyptree.model.hierarchical import HierarchicalCLIP
+from hyptree.model.prompts import GaussianPromptAggregator
+from hyptree.tree.taxonomy import Taxonomy
+from hyptree.run.training import (
     CheckpointModule, RNGState, build_lr_scheduler, lr_factor, resolve_backbone, resolve_precision,
 )
 
@@ -227,7 +227,7 @@ def test_make_tiny_writes_a_loadable_clip(tmp_path, capsys):
 
 def test_make_tiny_module_entry_point(tmp_path):
     out = tmp_path / "t.pt"
-    proc = subprocess.run([sys.executable, "-m", "hyptree.clip_model", "make-tiny", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "hyptree", "clip", "make-tiny", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import fixtures_runs as F
-from hyptree import lorentz, viz
+from hyptree.geometry import lorentz
+from hyptree.eval import viz
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -179,7 +180,7 @@ def test_plot_run_writes_what_applies(tmp_path):
 
 
 def test_project_2d_puts_zero_rows_at_origin_and_ignores_them():
-    from hyptree.viz import project_2d
+    from hyptree.eval.viz import project_2d
 
     g = np.random.default_rng(0)
     feats = g.normal(size=(6, 5))

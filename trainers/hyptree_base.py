@@ -4,13 +4,13 @@ Everything substantive lives in ``hyptree``; this file maps Dassl's hooks onto i
 
 * data: Dassl's ``DataManager``; the tree is ``self.dm.dataset.taxonomy`` (the base, novel
   or target-domain sub-tree, leaf ``k`` = label ``k``);
-* model: ``hyptree.model.HierarchicalCLIP`` on ``hyptree.clip_model.load_clip`` weights;
-* checkpoints: one registered module, ``learnable`` (``hyptree.training.CheckpointModule``):
+* model: ``hyptree.model.hierarchical.HierarchicalCLIP`` on ``hyptree.model.clip_model.load_clip`` weights;
+* checkpoints: one registered module, ``learnable`` (``hyptree.run.training.CheckpointModule``):
   the prompt learner (with MaPLe's coupling layers), the fusion q/k and the curvatures, plus
   the random-number and GPA state as extra state. Never the frozen CLIP;
-* optimiser: Dassl's ``build_optimizer``; schedule: ``hyptree.training.build_lr_scheduler``
+* optimiser: Dassl's ``build_optimizer``; schedule: ``hyptree.run.training.build_lr_scheduler``
   (Dassl's schedules, loadable state; see its docstring);
-* evaluation: ``hyptree.evaluate`` (LA/HCA/MTA; writes results.json & co. into OUTPUT_DIR).
+* evaluation: ``hyptree.eval.evaluate`` (LA/HCA/MTA; writes results.json & co. into OUTPUT_DIR).
 """
 import os.path as osp
 
@@ -19,13 +19,13 @@ from dassl.engine import TrainerX
 from dassl.optim import build_optimizer
 from dassl.utils import load_checkpoint
 
-from hyptree.clip_model import load_clip
-from hyptree.config import check_config
-from hyptree.evaluate import (
+from hyptree.model.clip_model import load_clip
+from hyptree.run.config import check_config
+from hyptree.eval.evaluate import (
     RESULTS_FILE, TrainLog, evaluate, evaluation_cuts_for, format_metrics, run_record, write_run,
 )
-from hyptree.model import HierarchicalCLIP
-from hyptree.training import (
+from hyptree.model.hierarchical import HierarchicalCLIP
+from hyptree.run.training import (
     CheckpointModule, RNGState, autocast, build_lr_scheduler, grad_scaler, resolve_backbone,
     resolve_precision,
 )

@@ -14,7 +14,7 @@ Per trainer:
   (curvature mode, image tree, pass-through, cross term);
 * ``vit_b16_*_<dataset>_<k>shot.yaml``: the published few-shot schedules (DESIGN section 7);
 * ``tiny_cpu.yaml``: a seconds-long CPU smoke run (fp32, 2 epochs, 32 px, no workers) for a
-  tiny CLIP (``python -m hyptree.clip_model make-tiny``) and ToyHier.
+  tiny CLIP (``python -m hyptree clip make-tiny``) and ToyHier.
 """
 import argparse
 import os
@@ -204,7 +204,7 @@ def all_files():
                                            "GPA_MEAN": 2, "GPA_STD": 1}}[key])
         out[f"{trainer}/tiny_cpu.yaml"] = render(
             [f"{trainer} CPU smoke run: fp32, 2 epochs, batch 4, 32 px input, no loader workers.",
-             "For a tiny CLIP (python -m hyptree.clip_model make-tiny tiny_clip.pt; then",
+             "For a tiny CLIP (python -m hyptree clip make-tiny tiny_clip.pt; then",
              "TRAINER.HYPTREE.CLIP_PATH tiny_clip.pt) and ToyHier; prompt depths fit its 2 text / 4 vision blocks.",
              gen],
             config(trainer, "hyptree", epochs=2, batch=4, lr=0.01, print_freq=5, test_batch=32, workers=0,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ablations of the hyptree preset: curvature modes (euclidean / shared / separate /
 # frozen), no image tree, no pass-through, angle or MMD cross terms - yacs options on
-# top of the config (list: python -m hyptree.protocols ablations). Each variant trains
+# top of the config (list: python -m hyptree protocols ablations). Each variant trains
 # into its own folder; the table lists them side by side.
 #
 # usage: bash scripts/hyptree/ablation.sh DATASET [SEED ...] [-- YACS_OPTS ...]
@@ -19,7 +19,7 @@ hyptree_parse_seeds "$@"
 hyptree_setup
 DCFG=$(hyptree_dataset_cfg "$DATASET")
 read -r -a VARIANT_LIST <<< "${VARIANTS:-}"
-LISTING=$("$PYTHON" -m hyptree.protocols ablations ${VARIANT_LIST[@]+"${VARIANT_LIST[@]}"})
+LISTING=$("$PYTHON" -m hyptree protocols ablations ${VARIANT_LIST[@]+"${VARIANT_LIST[@]}"})
 
 while IFS=$'\t' read -r VARIANT VOPTS; do
     read -r -a VOPTS_A <<< "$VOPTS"

@@ -88,7 +88,7 @@ hyptree_load_epoch() {
     fi
     local dcfg=$1
     shift
-    "$PYTHON" -m hyptree.protocols max-epoch "$dcfg" "$TRAINER_CFG" -- "$@"
+    "$PYTHON" -m hyptree protocols max-epoch "$dcfg" "$TRAINER_CFG" -- "$@"
 }
 
 # hyptree_train DIR SEED DATASET_CFG OPTS... : train, skipping finished and resuming unfinished runs
@@ -96,7 +96,7 @@ hyptree_train() {
     local dir=$1 seed=$2 dcfg=$3
     shift 3
     local resume=()
-    if "$PYTHON" -m hyptree.protocols done "$dir"; then
+    if "$PYTHON" -m hyptree protocols done "$dir"; then
         echo "[skip] $dir has results.json"
         return 0
     elif [ -d "$dir" ]; then
@@ -112,7 +112,7 @@ hyptree_train() {
 hyptree_eval() {
     local dir=$1 seed=$2 dcfg=$3 model_dir=$4 epoch=$5
     shift 5
-    if "$PYTHON" -m hyptree.protocols done "$dir"; then
+    if "$PYTHON" -m hyptree protocols done "$dir"; then
         echo "[skip] $dir has results.json"
         return 0
     fi
@@ -140,5 +140,5 @@ hyptree_table() {
     local root=$1
     shift
     echo
-    "$PYTHON" -m hyptree.results "$root" --seeds "${SEEDS[@]}" --match "$@"
+    "$PYTHON" -m hyptree results "$root" --seeds "${SEEDS[@]}" --match "$@"
 }

@@ -7,7 +7,7 @@
 # configs/trainers/CoOpHier, configs/datasets/*.yaml (into configs/datasets/hyptree/, so
 # MaPLe's own sun397.yaml, imagenet.yaml, ... stay untouched) and scripts/hyptree/*.sh,
 # then patches the checkout's train.py: imports of our modules and
-# hyptree.config.add_hyptree_config(cfg) after its extend_cfg(cfg) call. Running it
+# hyptree.run.config.add_hyptree_config(cfg) after its extend_cfg(cfg) call. Running it
 # again changes nothing. A file that exists there with different content is not
 # overwritten unless FORCE=1. Logic: hyptree/maple_patch.py.
 #
@@ -31,10 +31,10 @@ if [ "${FORCE:-0}" = 1 ]; then ARGS+=(--force); fi
 if [ "${DRY_RUN:-0}" = 1 ]; then ARGS+=(--dry-run); fi
 
 # the installer itself runs from this repository, installed or not
-PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m hyptree.maple_patch "${ARGS[@]}"
+PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m hyptree maple "${ARGS[@]}"
 
 # the checkout's train.py imports hyptree: it must be importable from there
-if (cd "$TARGET" && "$PYTHON" -c "import hyptree.config" >/dev/null 2>&1); then
+if (cd "$TARGET" && "$PYTHON" -c "import hyptree.run.config" >/dev/null 2>&1); then
     echo "hyptree is importable from $TARGET"
 else
     echo "WARNING: the files are installed, but 'import hyptree' fails from $TARGET with $PYTHON." >&2

@@ -23,9 +23,9 @@ than the config's own name is applied on top of it.
 
 Command line (used by the scripts)::
 
-    python -m hyptree.protocols max-epoch CONFIG.yaml [CONFIG2.yaml ...] [-- KEY VALUE ...]
-    python -m hyptree.protocols done RUN_DIR          # exit status 0 when finished
-    python -m hyptree.protocols ablations [NAME ...]  # 'name<TAB>opts' per line
+    python -m hyptree protocols max-epoch CONFIG.yaml [CONFIG2.yaml ...] [-- KEY VALUE ...]
+    python -m hyptree protocols done RUN_DIR          # exit status 0 when finished
+    python -m hyptree protocols ablations [NAME ...]  # 'name<TAB>opts' per line
 """
 from __future__ import annotations
 
@@ -142,9 +142,9 @@ def is_done(run_dir: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = (
-        "usage: python -m hyptree.protocols max-epoch CONFIG.yaml [...] [-- KEY VALUE ...]\n"
-        "       python -m hyptree.protocols done RUN_DIR\n"
-        "       python -m hyptree.protocols ablations [NAME ...]"
+        "usage: python -m hyptree protocols max-epoch CONFIG.yaml [...] [-- KEY VALUE ...]\n"
+        "       python -m hyptree protocols done RUN_DIR\n"
+        "       python -m hyptree protocols ablations [NAME ...]"
     )
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
@@ -173,7 +173,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"unknown command {cmd!r}\n{usage}", file=sys.stderr)
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

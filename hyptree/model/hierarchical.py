@@ -19,13 +19,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .clip_model import TextTower, VisionTower, scale_layers
-from .config import check_config
-from .curvature import Curvatures
-from .fusion import TextGuidedSelection
-from .objective import HierarchicalObjective, ObjectiveSettings
-from .prompts import build_prompt_learner, frozen_text_features, self_regulating_losses
-from .taxonomy import Taxonomy
+from hyptree.model.clip_model import TextTower, VisionTower, scale_layers
+from hyptree.run.config import check_config
+from hyptree.geometry.curvature import Curvatures
+from hyptree.model.fusion import TextGuidedSelection
+from hyptree.loss.objective import HierarchicalObjective, ObjectiveSettings
+from hyptree.model.prompts import build_prompt_learner, frozen_text_features, self_regulating_losses
+from hyptree.tree.taxonomy import Taxonomy
 
 
 def prompt_options_from_config(cfg, backbone: str) -> dict:

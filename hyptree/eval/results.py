@@ -1,6 +1,6 @@
 """Result tables: collect the ``results.json`` of many runs into mean +- std tables.
 
-``python -m hyptree.results OUTPUT_DIR [--csv OUT.csv] [--markdown OUT.md] [--plots]``
+``python -m hyptree results OUTPUT_DIR [--csv OUT.csv] [--markdown OUT.md] [--plots]``
 
 Every ``results.json`` under ``OUTPUT_DIR`` (recursively) is one run. Runs are put
 together in three steps:
@@ -617,7 +617,7 @@ def csv_text(tables: Sequence[Table]) -> str:
 
 
 def _plot_runs(root: str) -> int:
-    from hyptree import viz
+    from hyptree.eval import viz
 
     count = 0
     for run in load_runs(root):
@@ -632,7 +632,7 @@ def _plot_runs(root: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hyptree.results",
+        prog="python -m hyptree results",
         description="Collect results.json files under OUTPUT_DIR into mean +- std tables "
                     "(few-shot, ablation, base-to-novel, cross-domain).")
     parser.add_argument("output_dir", help="folder searched recursively for results.json")
@@ -663,7 +663,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = _plot_runs(args.output_dir)
         print(f"wrote {n} plot(s) into the run folders")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,7 @@ over tree depth and cuts only). All values are percentages.
   (``NaN`` for nodes no sample passes); ``node_acc`` is their mean over the nodes
   that had samples (ProTeCt's per-node accuracies, averaged).
 * ``depth_acc``: list over depths ``d = 1..height``: accuracy on the *level-d cut*
-  (`hyptree.taxonomy.level_cut`: the nodes at depth ``d`` plus the leaves shallower
+  (`hyptree.tree.taxonomy.level_cut`: the nodes at depth ``d`` plus the leaves shallower
   than ``d``), i.e. the argmax over that level is the sample's ancestor at depth
   ``d`` - or its own leaf when the leaf is shallower (unbalanced trees). The last
   entry equals LA.
@@ -32,8 +32,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hyptree.protect import ProTeCtIndex, path_child_scores
-from hyptree.taxonomy import Taxonomy, _cut_ids, cut_targets
+from hyptree.loss.protect import ProTeCtIndex, path_child_scores
+from hyptree.tree.taxonomy import Taxonomy, _cut_ids, cut_targets
 
 __all__ = ["HierarchicalMeter", "hierarchical_metrics"]
 

@@ -29,7 +29,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from hyptree.taxonomy import Taxonomy, _protect_text
+from hyptree.tree.taxonomy import Taxonomy, _protect_text
 
 __all__ = [
     "read_paths_file",
@@ -797,7 +797,7 @@ def read_sun397_hierarchy(
     category flagged in several level-2 groups gets ONE parent: the first flagged
     level-2 column (table order) among those under its first flagged level-1 column,
     or the first flagged level-2 column overall if none is. The number of such
-    reassigned categories is logged (logger ``hyptree.taxonomy_io``). Groups left
+    reassigned categories is logged (logger ``hyptree.tree.io``). Groups left
     empty are dropped. Class order: table order unless ``class_order`` is given.
     """
     if name_style not in ("protect", "coop"):

@@ -28,10 +28,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import lorentz
-from .curvature import Curvatures, CurvatureState
-from .protect import leaf_loss, node_centric_loss, tree_cut_loss
-from .taxonomy import Taxonomy, random_cut
+from hyptree.geometry import lorentz
+from hyptree.geometry.curvature import Curvatures, CurvatureState
+from hyptree.loss.protect import leaf_loss, node_centric_loss, tree_cut_loss
+from hyptree.tree.taxonomy import Taxonomy, random_cut
 
 PRESETS = ("vanilla", "protect", "hyptree")
 CROSS_TERMS = ("entailment", "angle", "mmd")
@@ -39,7 +39,7 @@ CROSS_TERMS = ("entailment", "angle", "mmd")
 
 @dataclass
 class ObjectiveSettings:
-    """Weights and constants of the objective (see ``hyptree.config`` for the keys)."""
+    """Weights and constants of the objective (see ``hyptree.run.config`` for the keys)."""
 
     preset: str = "hyptree"
     w_cut: float = 1.0

@@ -1,14 +1,14 @@
 """One entry point per dataset: images, splits and the taxonomy they are labelled by.
 
 :func:`build_hierarchical_dataset` returns a :class:`HierDataset`: train/val/test lists of
-:class:`~hyptree.data.Item` whose label ``k`` is leaf ``k`` of ``taxonomy``. The Dassl
+:class:`~hyptree.data.readers.Item` whose label ``k`` is leaf ``k`` of ``taxonomy``. The Dassl
 wrappers in ``datasets/`` only turn the items into ``Datum`` objects; everything else
 (where the hierarchy comes from, matching its leaves to the dataset's classes, base/novel
 subsets, few-shot sampling) happens here, without Dassl.
 
 Steps, in this order (MaPLe's order where MaPLe has the step):
 
-1. Read the images and splits (``hyptree.data`` / ``hyptree.toy`` readers).
+1. Read the images and splits (``hyptree.data.readers`` / ``hyptree.data.toy`` readers).
 2. Read the hierarchy, first found of (see :data:`HIERARCHY_SOURCES`):
    ``taxonomy_file`` > ProTeCt's ``$DATA/protect/<dir>/tree.npy`` > the dataset's own source.
 3. Match the dataset's classes to the tree's leaves (by the source's class id - WNID,
@@ -43,11 +43,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import data as D
-from .data import Item, SplitData, fewshot_sample, subsample_classes
-from .taxonomy import Taxonomy, default_display_name, split_base_novel
-from .taxonomy_io import read_imagenet_meta, read_paths_file, read_protect_tree, read_sun397_hierarchy, read_taxonomy
-from .taxonomy_io import read_rare_species as read_rare_species_taxonomy
+from hyptree.data import readers as D
+from hyptree.data.readers import Item, SplitData, fewshot_sample, subsample_classes
+from hyptree.tree.taxonomy import Taxonomy, default_display_name, split_base_novel
+from hyptree.tree.io import read_imagenet_meta, read_paths_file, read_protect_tree, read_sun397_hierarchy, read_taxonomy
+from hyptree.tree.io import read_rare_species as read_rare_species_taxonomy
 
 __all__ = [
     "HierDataset",
@@ -247,7 +247,7 @@ def _lines_taxonomy(lines: Sequence[str], classnames: Sequence[str], source: str
 
 def _load_toy(root: str, toy_seed: int = 0, n_train: int = 8, n_val: int = 4, n_test: int = 6,
               image_size: int = 32) -> _Raw:
-    from .toy import TOY_DIR, make_toy_dataset
+    from hyptree.data.toy import TOY_DIR, make_toy_dataset
 
     d = make_toy_dataset(root, seed=toy_seed, n_train=n_train, n_val=n_val, n_test=n_test, image_size=image_size)
     path = os.path.join(root, TOY_DIR, "hierarchy.txt")
@@ -393,7 +393,7 @@ def _resolve_hierarchy(name: str, root: str, raw: _Raw, taxonomy_file: str) -> T
         if not os.path.exists(path):
             raise FileNotFoundError(
                 f"taxonomy file not found: {path} (TRAINER.HYPTREE.TAXONOMY.FILE / taxonomy_file; "
-                "a '/'-separated root-to-leaf path per class, see `python -m hyptree.taxonomy convert`)"
+                "a '/'-separated root-to-leaf path per class, see `python -m hyptree taxonomy convert`)"
             )
         fmt = "auto"
         if os.path.isfile(path) and not path.lower().endswith((".npy", ".mat", ".csv", ".tsv")) \
@@ -440,7 +440,7 @@ def build_hierarchical_dataset(
         seed: the run seed (``SEED``), for few-shot sampling.
         taxonomy_file: a taxonomy overriding every other source
             (``TRAINER.HYPTREE.TAXONOMY.FILE``): the canonical paths text format, or any file
-            ``hyptree.taxonomy_io.read_taxonomy`` detects (``tree.npy``, ``meta.mat``, ``.csv``).
+            ``hyptree.tree.io.read_taxonomy`` detects (``tree.npy``, ``meta.mat``, ``.csv``).
         **opts: per dataset - ``toy``: ``toy_seed``, ``n_train``, ``n_val``, ``n_test``,
             ``image_size`` (generation parameters); ``cifar100``: ``cifar_source``
             (``auto``/``hierarchical``/``archive``); ``imagenet``: ``cache``.
@@ -550,7 +550,7 @@ def options_from_cfg(cfg) -> dict:
     Reads ``DATASET.ROOT``, ``DATASET.NUM_SHOTS``, ``DATASET.SUBSAMPLE_CLASSES``,
     ``DATASET.SUBSAMPLE_SPLIT``, ``DATASET.SUBSAMPLE_SEED``, ``SEED`` and
     ``TRAINER.HYPTREE.TAXONOMY.FILE``. Raises ``KeyError`` naming the missing keys and
-    saying to run ``hyptree.config.add_hyptree_config(cfg)`` when any is absent.
+    saying to run ``hyptree.run.config.add_hyptree_config(cfg)`` when any is absent.
     """
     missing = []
     for path in _CFG_KEYS:
@@ -562,7 +562,7 @@ def options_from_cfg(cfg) -> dict:
             node = node[part]
     if missing:
         raise KeyError(
-            f"config lacks {', '.join(missing)}: call hyptree.config.add_hyptree_config(cfg) "
+            f"config lacks {', '.join(missing)}: call hyptree.run.config.add_hyptree_config(cfg) "
             "on the Dassl config before building a HypTree dataset (train.py's extend_cfg does)"
         )
     return dict(

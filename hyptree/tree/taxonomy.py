@@ -21,7 +21,7 @@ Conventions (the contract other modules rely on):
   class target of a cut is the position, within the cut tuple, of the cut node
   on the class's path (``cut_targets``).
 
-Run ``python -m hyptree.taxonomy show|stats|convert SOURCE`` for the command line.
+Run ``python -m hyptree taxonomy show|stats|convert SOURCE`` for the command line.
 """
 from __future__ import annotations
 
@@ -1060,10 +1060,10 @@ def _load_cut_file(path):
             inner = [n for n in z.namelist() if n.endswith("data.pkl")]
             if not inner:
                 raise ValueError(f"{path}: zip archive without a data.pkl (not a torch.save file)")
-            from hyptree.taxonomy_io import _loads_permissive
+            from hyptree.tree.io import _loads_permissive
 
             return _loads_permissive(z.read(inner[0]), source=path)
-    from hyptree.taxonomy_io import _load_pickle_file
+    from hyptree.tree.io import _load_pickle_file
 
     return _load_pickle_file(path)
 
@@ -1213,13 +1213,13 @@ _FORMATS = ("auto", "paths", "folder", "protect", "cifar100", "imagenet", "rare_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hyptree.taxonomy show|stats|convert SOURCE [--format F] [-o OUT]``."""
+    """``python -m hyptree taxonomy show|stats|convert SOURCE [--format F] [-o OUT]``."""
     import argparse
 
-    from hyptree import taxonomy_io
+    from hyptree.tree import io as taxonomy_io
 
     ap = argparse.ArgumentParser(
-        prog="python -m hyptree.taxonomy",
+        prog="python -m hyptree taxonomy",
         description="Show, summarise or convert a taxonomy to the canonical path format.",
     )
     ap.add_argument("command", choices=("show", "stats", "convert"))
@@ -1245,11 +1245,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(text)
     return 0
-
-
-if __name__ == "__main__":
-    # Run the copy imported as ``hyptree.taxonomy`` so that its ``Taxonomy`` class is the
-    # one the readers in ``taxonomy_io`` return.
-    from hyptree.taxonomy import main as _main
-
-    sys.exit(_main())

@@ -1,9 +1,9 @@
 """Evaluation and run outputs, framework-agnostic (no Dassl).
 
 * :func:`evaluate` streams ``(images, labels)`` batches through a
-  :class:`~hyptree.model.HierarchicalCLIP`: node text features computed once, one vision
-  pass per batch, metrics accumulated by :class:`~hyptree.metrics.HierarchicalMeter` (so the
-  result equals :func:`~hyptree.metrics.hierarchical_metrics` on all scores at once), and
+  :class:`~hyptree.model.hierarchical.HierarchicalCLIP`: node text features computed once, one vision
+  pass per batch, metrics accumulated by :class:`~hyptree.eval.metrics.HierarchicalMeter` (so the
+  result equals :func:`~hyptree.eval.metrics.hierarchical_metrics` on all scores at once), and
   per-node mean image features gathered for the Poincare-disc plots.
 * :func:`evaluation_cuts_for` picks the MTA cuts from a config (a cuts file, or seeded
   random cuts).
@@ -12,7 +12,7 @@
 * :class:`TrainLog` appends one JSON line per training iteration (``train_log.jsonl``).
 * :func:`config_hash` fingerprints a yacs config.
 
-``results.json`` (read by ``hyptree.results``; keys are a contract)::
+``results.json`` (read by ``hyptree.eval.results``; keys are a contract)::
 
     {"metrics": {"LA", "HCA", "MTA", "node_acc", "depth_acc": [...], "num_samples", ...},
      "split": "test" | "val", "tree": "all" | "base" | "new" | <target>,
@@ -37,9 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .metrics import HierarchicalMeter
-from .taxonomy import Taxonomy, evaluation_cuts, load_cuts, load_protect_cuts, save_cuts, validate_cut
-from .taxonomy_io import write_paths_file
+from hyptree.eval.metrics import HierarchicalMeter
+from hyptree.tree.taxonomy import Taxonomy, evaluation_cuts, load_cuts, load_protect_cuts, save_cuts, validate_cut
+from hyptree.tree.io import write_paths_file
 
 __all__ = [
     "evaluate",
@@ -82,7 +82,7 @@ def evaluate(model, batches: Iterable, taxonomy: Taxonomy, cuts: Sequence | None
     """Metrics and embeddings of ``model`` over ``batches``.
 
     Args:
-        model: a :class:`~hyptree.model.HierarchicalCLIP`. It is put in eval mode (every
+        model: a :class:`~hyptree.model.hierarchical.HierarchicalCLIP`. It is put in eval mode (every
             submodule gets its own previous mode back afterwards). If its taxonomy differs from ``taxonomy``
             it scores ``taxonomy`` for the duration of the call.
         batches: iterable of ``(images (B, 3, H, W), labels (B,))`` or of dicts with
@@ -202,13 +202,13 @@ def _curvatures(model, taxonomy, text_unit, image_sum, counts):
 def evaluation_cuts_for(cfg, taxonomy: Taxonomy, full_taxonomy: Taxonomy | None = None):
     """The MTA cuts of a run, from ``cfg.TRAINER.HYPTREE.EVAL``.
 
-    ``CUTS_FILE`` set: ``.json`` is read with :func:`~hyptree.taxonomy.load_cuts`, ``.pkl``,
-    ``.pth``, ``.pt`` with :func:`~hyptree.taxonomy.load_protect_cuts`. A file written for
+    ``CUTS_FILE`` set: ``.json`` is read with :func:`~hyptree.tree.taxonomy.load_cuts`, ``.pkl``,
+    ``.pth``, ``.pt`` with :func:`~hyptree.tree.taxonomy.load_protect_cuts`. A file written for
     the full tree (ProTeCt's) does not fit a base, novel or target-domain sub-tree; when
     ``full_taxonomy`` is given such cuts are read against it and projected (each cut keeps
     its nodes present in ``taxonomy``, which is a cut of the sub-tree; duplicates dropped).
     Otherwise ``NUM_CUTS`` distinct seeded cuts at ``CUT_RATES`` from ``CUT_SEED``
-    (:func:`~hyptree.taxonomy.evaluation_cuts`). Returns node-id tuples of ``taxonomy``.
+    (:func:`~hyptree.tree.taxonomy.evaluation_cuts`). Returns node-id tuples of ``taxonomy``.
     """
     e = cfg.TRAINER.HYPTREE.EVAL
     path = os.path.expanduser(str(e.CUTS_FILE or ""))
@@ -303,7 +303,7 @@ def run_record(cfg, metrics: dict, *, split: str, tree: str, taxonomy: Taxonomy,
     ``cfg``: the run's yacs config (Dassl keys plus ``TRAINER.HYPTREE``); ``curvatures``:
     ``{"text", "image", "inter"}`` floats or None; ``epoch``: epochs of training behind the
     evaluated weights; ``model_dir``: the checkpoint folder of an evaluation-only run (None
-    when the weights were trained in this run - ``hyptree.results`` tells the two apart by it).
+    when the weights were trained in this run - ``hyptree.eval.results`` tells the two apart by it).
     """
     h = cfg.TRAINER.HYPTREE
     curv = None
@@ -349,8 +349,8 @@ def write_run(output_dir: str, record: dict, taxonomy: Taxonomy, cuts: Sequence 
     """Write a run's outputs into ``output_dir`` (created if needed); returns their paths.
 
     * ``results.json`` (``results_name``): ``record`` (NaN written as ``null``);
-    * ``cuts.json``: the MTA cuts as node names (:func:`~hyptree.taxonomy.save_cuts`);
-    * ``taxonomy.txt``: the evaluated tree (:func:`~hyptree.taxonomy_io.write_paths_file`);
+    * ``cuts.json``: the MTA cuts as node names (:func:`~hyptree.tree.taxonomy.save_cuts`);
+    * ``taxonomy.txt``: the evaluated tree (:func:`~hyptree.tree.io.write_paths_file`);
     * ``embeddings.npz`` (when ``embeddings`` is given, see :func:`evaluate`): ``text``,
       ``image``, ``counts``, ``names``, ``display_names``, ``parent``, ``depth``,
       ``curv_text``, ``curv_image``, ``curv_inter``.

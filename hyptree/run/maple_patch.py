@@ -13,7 +13,7 @@ What :func:`install` does to the checkout at ``MAPLE``:
   ``imagenetv2.yaml``... for its non-hierarchical datasets (the scripts look there first);
 * copies ``scripts/hyptree/*.sh`` into its ``scripts/hyptree/``;
 * patches its ``train.py`` (:func:`patch_train_py`): imports of those trainer and dataset
-  modules, and ``hyptree.config.add_hyptree_config(cfg)`` right after the
+  modules, and ``hyptree.run.config.add_hyptree_config(cfg)`` right after the
   ``extend_cfg(cfg)`` call in ``setup_cfg`` (it only adds missing keys, so MaPLe's own
   defaults stay as they are).
 
@@ -25,8 +25,8 @@ changes nothing the second time.
 
 Command line::
 
-    python -m hyptree.maple_patch install MAPLE [--repo REPO] [--force] [--dry-run]
-    python -m hyptree.maple_patch patch TRAIN_PY --trainers maple_hyptree ... --datasets ...
+    python -m hyptree maple install MAPLE [--repo REPO] [--force] [--dry-run]
+    python -m hyptree maple patch TRAIN_PY --trainers maple_hyptree ... --datasets ...
 """
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def patch_train_py(text: str, trainer_modules: Sequence[str] = (), dataset_modul
     newline = "\r\n" if "\r\n" in text else "\n"
     trailing_newline = text.endswith(newline)
     lines = (text[: -len(newline)] if trailing_newline else text).split(newline)
-    block = [BEGIN, "import hyptree.config  # noqa: F401",
+    block = [BEGIN, "import hyptree.run.config  # noqa: F401",
              *_module_lines("datasets", dataset_modules), *_module_lines("trainers", trainer_modules), END]
 
     # 1. imports: replace an existing block, else insert one
@@ -146,11 +146,11 @@ def patch_train_py(text: str, trainer_modules: Sequence[str] = (), dataset_modul
         if call is None:
             raise InstallError(
                 f"{filename}: no extend_cfg(...) call found; add "
-                f"'hyptree.config.add_hyptree_config(cfg)' by hand after the config is created "
+                f"'hyptree.run.config.add_hyptree_config(cfg)' by hand after the config is created "
                 f"and before cfg.merge_from_file(...)")
         arg = ast.unparse(call.value.args[0]) if call.value.args else "cfg"
         indent = " " * call.col_offset
-        lines.insert(call.end_lineno, f"{indent}hyptree.config.add_hyptree_config({arg})  {CALL_MARK}")
+        lines.insert(call.end_lineno, f"{indent}hyptree.run.config.add_hyptree_config({arg})  {CALL_MARK}")
         joined = newline.join(lines) + (newline if trailing_newline else "")
     try:
         compile(joined, filename, "exec")
@@ -277,7 +277,7 @@ def install(repo: str, maple: str, force: bool = False, dry_run: bool = False, l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hyptree.maple_patch", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m hyptree maple", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_inst = sub.add_parser("install", help="copy our trainers/datasets/configs/scripts and patch train.py")
     p_inst.add_argument("maple", help="root of the MaPLe / PromptSRC checkout")
@@ -306,7 +306,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

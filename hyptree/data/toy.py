@@ -13,12 +13,12 @@ PIL/numpy: a noisy random background, the shape at a random position, size and r
 with a jittered colour, and for ``striped`` a darker stripe pattern of random orientation
 and period. Every level is learnable from pixels but none is trivially constant.
 
-Files (``$DATA/toy_hier``, see ``hyptree.data.LAYOUTS["toy_hier"]``)::
+Files (``$DATA/toy_hier``, see ``hyptree.data.readers.LAYOUTS["toy_hier"]``)::
 
     images/{train,val,test}/<leaf>/<nnnn>.png
     classnames.txt        one leaf name per line, label order
     hierarchy.txt         canonical '/'-separated root-to-leaf lines (root implicit)
-    split_toy_hier.json   CoOp-format split (read back with hyptree.data.read_coop_split)
+    split_toy_hier.json   CoOp-format split (read back with hyptree.data.readers.read_coop_split)
     .complete             generation parameters, written last
 
 Generation is deterministic given its parameters (each image has its own RNG seeded by
@@ -35,7 +35,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .data import COMPLETE_MARKER, Item, SplitData, _atomic_write_bytes, _atomic_write_json, read_coop_split, write_coop_split
+from hyptree.data.readers import COMPLETE_MARKER, Item, SplitData, _atomic_write_bytes, _atomic_write_json, read_coop_split, write_coop_split
 
 __all__ = ["SHAPES", "COLOURS", "PATTERNS", "TOY_DIR", "toy_classes", "toy_hierarchy_lines",
            "render_toy_image", "make_toy_dataset"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hyptree.taxonomy import Taxonomy, _cut_ids, cut_targets, level_cut
+from hyptree.tree.taxonomy import Taxonomy, _cut_ids, cut_targets, level_cut
 
 __all__ = ["ProTeCtIndex", "leaf_loss", "tree_cut_loss", "node_centric_loss", "path_child_scores"]
 

@@ -2,7 +2,7 @@
 
 A learner owns only prompt parameters (and MaPLe's coupling layers); CLIP stays frozen
 (:func:`freeze`). Calling it returns a :class:`PromptOutput` that the towers of
-:mod:`hyptree.clip_model` consume::
+:mod:`hyptree.model.clip_model` consume::
 
     learner = build_prompt_learner("maple", clip_model, names)
     out = learner()
@@ -35,7 +35,7 @@ from torch import nn
 
 from clip.simple_tokenizer import SimpleTokenizer
 
-from .clip_model import TextTower
+from hyptree.model.clip_model import TextTower
 
 __all__ = [
     "PromptOutput",

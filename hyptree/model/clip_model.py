@@ -616,7 +616,7 @@ class VisionTower(nn.Module):
 
 
 def main(argv=None):
-    """``python -m hyptree.clip_model make-tiny OUT.pt``: write a random tiny CLIP state dict.
+    """``python -m hyptree clip make-tiny OUT.pt``: write a random tiny CLIP state dict.
 
     For offline smoke runs (``TRAINER.HYPTREE.CLIP_PATH OUT.pt``). Its text tower uses
     ``max(1, width // 64)`` heads, the count :func:`load_clip` infers for state-dict files,
@@ -624,7 +624,7 @@ def main(argv=None):
     """
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m hyptree.clip_model",
+    parser = argparse.ArgumentParser(prog="python -m hyptree clip",
                                      description="CLIP weight utilities")
     sub = parser.add_subparsers(dest="command", required=True)
     tiny = sub.add_parser("make-tiny", help="write a random tiny CLIP (for CPU smoke runs)")
@@ -652,7 +652,3 @@ def main(argv=None):
     print(f"wrote {out}: tiny CLIP, {params:,} parameters, {args.image_size}px input, "
           f"{args.vision_layers} vision / {args.text_layers} text blocks")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""``python -m hyptree COMMAND ...`` (or the ``hyptree`` console script): one entry point.
+
+Each command lives with the code it drives and is imported only when called, so
+``python -m hyptree taxonomy stats tree.txt`` never loads torch's model code.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, function, one-line help)
+COMMANDS = {
+    "taxonomy": ("hyptree.tree.taxonomy", "main", "show / stats / convert a taxonomy source"),
+    "results": ("hyptree.eval.results", "main", "collect run folders into mean +- std tables"),
+    "clip": ("hyptree.model.clip_model", "main", "make-tiny: write a random tiny CLIP"),
+    "protocols": ("hyptree.run.protocols", "main", "helpers of scripts/hyptree/*.sh"),
+    "maple": ("hyptree.run.maple_patch", "main", "install HypTree into a MaPLe / PromptSRC checkout"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    rows = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items())
+    return f"usage: python -m hyptree COMMAND [ARGS ...]\n\ncommands:\n{rows}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage(), end="")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"hyptree: unknown command {name!r}; available: {', '.join(COMMANDS)}\n", file=sys.stderr)
+        print(_usage(), end="", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
