@@ -6,7 +6,8 @@ itself; everything else (files, taxonomy, few-shot, base/novel) is
 """
 from dassl.data.datasets import Datum, DatasetBase
 
-from hyptree.data.build import build_hierarchical_dataset, options_from_cfg
+from hyptree.data.build import build_hierarchical_dataset
+from hyptree.run.factory import dataset_options
 
 
 def to_datums(items):
@@ -28,7 +29,7 @@ class HierDatasetBase(DatasetBase):
     hier_name = ""
 
     def __init__(self, cfg):
-        hd = build_hierarchical_dataset(self.hier_name, **options_from_cfg(cfg))
+        hd = build_hierarchical_dataset(self.hier_name, **dataset_options(cfg))
         test = to_datums(hd.test)
         val = test if hd.val is hd.test else to_datums(hd.val)
         train_x = to_datums(hd.train_x) if hd.train_x else test

@@ -3,7 +3,7 @@ import torch
 
 from hyptree.model.clip_model import tiny_clip
 from hyptree.run.config import default_config
-from hyptree.model.hierarchical import HierarchicalCLIP
+from hyptree.run.factory import build_model
 
 # unbalanced depths: leaves at depth 2 and 3
 LINES = [
@@ -28,4 +28,4 @@ def make_model(taxonomy, backbone="maple", preset="hyptree", **hyptree_keys):
     for key, value in hyptree_keys.items():
         cfg.merge_from_list([f"TRAINER.HYPTREE.{key}", value])
     torch.manual_seed(0)
-    return HierarchicalCLIP.from_config(cfg, tiny_clip(seed=0), taxonomy)
+    return build_model(cfg, tiny_clip(seed=0), taxonomy)

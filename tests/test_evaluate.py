@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 from hyptree.run.config import default_config
 from hyptree.eval.evaluate import (
-    TrainLog, config_hash, evaluate, evaluation_cuts_for, format_metrics, run_record, write_run,
+    TrainLog, evaluate, format_metrics, write_run,
 )
 from hyptree.eval.metrics import hierarchical_metrics
+from hyptree.run.records import config_hash, evaluation_cuts_for, run_record
 from helpers import LINES, make_model
 from hyptree.tree.taxonomy import Taxonomy, evaluation_cuts, load_cuts, save_cuts
 from hyptree.tree.io import read_paths_file

@@ -13,8 +13,8 @@ from hyptree.data.build import (
     PROTECT_DIRS,
     build_hierarchical_dataset as build,
     match_classes,
-    options_from_cfg,
 )
+from hyptree.run.factory import dataset_options
 from hyptree.tree.taxonomy import Taxonomy, split_base_novel
 from hyptree.tree.io import read_paths_file, write_paths_file
 
@@ -419,16 +419,16 @@ def test_errors(tmp_path, toy_root):
         build("toy", toy_root, taxonomy_file=str(bad))
 
 
-def test_options_from_cfg():
+def test_dataset_options():
     cfg = default_config()
     cfg.DATASET.ROOT = "/data"
     cfg.DATASET.NUM_SHOTS = 16
     cfg.DATASET.SUBSAMPLE_CLASSES = "base"
     cfg.SEED = 3
     cfg.TRAINER.HYPTREE.TAXONOMY.FILE = "/t.txt"
-    assert options_from_cfg(cfg) == dict(root="/data", num_shots=16, subsample="base", split_mode="balanced",
+    assert dataset_options(cfg) == dict(root="/data", num_shots=16, subsample="base", split_mode="balanced",
                                          split_seed=0, seed=3, taxonomy_file="/t.txt")
     del cfg.TRAINER["HYPTREE"]
     del cfg.DATASET["SUBSAMPLE_SEED"]
     with pytest.raises(KeyError, match="DATASET.SUBSAMPLE_SEED, TRAINER.HYPTREE.TAXONOMY.FILE.*add_hyptree_config"):
-        options_from_cfg(cfg)
+        dataset_options(cfg)

@@ -16,7 +16,7 @@ from yacs.config import CfgNode as CN
 from hyptree.run import training
 from hyptree.model.clip_model import load_clip, main as clip_main, tiny_clip
 from hyptree.run.config import add_hyptree_config, check_config, default_config
-from hyptree.model.hierarchical import HierarchicalCLIP
+from hyptree.run.factory import build_model
 from hyptree.model.prompts import GaussianPromptAggregator
 from hyptree.tree.taxonomy import Taxonomy
 from hyptree.run.training import (
@@ -38,7 +38,7 @@ def make_model(taxonomy, preset="hyptree", backbone="maple"):
     cfg.TRAINER.HYPTREE.BACKBONE, cfg.TRAINER.HYPTREE.PRESET = backbone, preset
     cfg.TRAINER.MAPLE.PROMPT_DEPTH = 2
     torch.manual_seed(0)
-    return HierarchicalCLIP.from_config(cfg, tiny_clip(seed=0), taxonomy)
+    return build_model(cfg, tiny_clip(seed=0), taxonomy)
 
 
 def roundtrip(obj):

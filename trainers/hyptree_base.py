@@ -22,9 +22,10 @@ from dassl.utils import load_checkpoint
 from hyptree.model.clip_model import load_clip
 from hyptree.run.config import check_config
 from hyptree.eval.evaluate import (
-    RESULTS_FILE, TrainLog, evaluate, evaluation_cuts_for, format_metrics, run_record, write_run,
+    RESULTS_FILE, TrainLog, evaluate, format_metrics, write_run,
 )
-from hyptree.model.hierarchical import HierarchicalCLIP
+from hyptree.run.factory import build_model
+from hyptree.run.records import evaluation_cuts_for, run_record
 from hyptree.run.training import (
     CheckpointModule, RNGState, autocast, build_lr_scheduler, grad_scaler, resolve_backbone,
     resolve_precision,
@@ -70,7 +71,7 @@ class HierTrainer(TrainerX):
         clip_model = load_clip(weights, device=self.device, precision=self.precision)
         print(f"Building HierarchicalCLIP ({self.BACKBONE}, preset {h.PRESET}) on {self.tree} tree: "
               f"{self.taxonomy.num_classes} classes, {self.taxonomy.num_nodes} nodes")
-        self.model = HierarchicalCLIP.from_config(cfg, clip_model, self.taxonomy).to(self.device)
+        self.model = build_model(cfg, clip_model, self.taxonomy).to(self.device)
 
         self.learnable = CheckpointModule(self.model.learnable_modules())
         self.learnable.add_state("rng", RNGState({"tree_cuts": self.model.objective.rng}))

@@ -56,7 +56,6 @@ __all__ = [
     "PROTECT_DIRS",
     "HIERARCHY_SOURCES",
     "build_hierarchical_dataset",
-    "options_from_cfg",
     "match_classes",
 ]
 
@@ -527,50 +526,3 @@ def _subsample_present(splits: Dict[str, List[Item]], labels: Sequence[int]) -> 
     present = {k: v for k, v in splits.items() if v}
     out = subsample_classes(present, [int(y) for y in labels])
     return {k: out.get(k, []) for k in splits}
-
-
-# ---------------------------------------------------------------------------------------
-# Config
-# ---------------------------------------------------------------------------------------
-
-_CFG_KEYS = (
-    ("DATASET", "ROOT"),
-    ("DATASET", "NUM_SHOTS"),
-    ("DATASET", "SUBSAMPLE_CLASSES"),
-    ("DATASET", "SUBSAMPLE_SPLIT"),
-    ("DATASET", "SUBSAMPLE_SEED"),
-    ("TRAINER", "HYPTREE", "TAXONOMY", "FILE"),
-    ("SEED",),
-)
-
-
-def options_from_cfg(cfg) -> dict:
-    """Keyword arguments of :func:`build_hierarchical_dataset` (all but ``name``) from a yacs cfg.
-
-    Reads ``DATASET.ROOT``, ``DATASET.NUM_SHOTS``, ``DATASET.SUBSAMPLE_CLASSES``,
-    ``DATASET.SUBSAMPLE_SPLIT``, ``DATASET.SUBSAMPLE_SEED``, ``SEED`` and
-    ``TRAINER.HYPTREE.TAXONOMY.FILE``. Raises ``KeyError`` naming the missing keys and
-    saying to run ``hyptree.run.config.add_hyptree_config(cfg)`` when any is absent.
-    """
-    missing = []
-    for path in _CFG_KEYS:
-        node = cfg
-        for part in path:
-            if not hasattr(node, "keys") or part not in node:
-                missing.append(".".join(path))
-                break
-            node = node[part]
-    if missing:
-        raise KeyError(
-            f"config lacks {', '.join(missing)}: call hyptree.run.config.add_hyptree_config(cfg) "
-            "on the Dassl config before building a HypTree dataset (train.py's extend_cfg does)"
-        )
-    return dict(
-        root=cfg.DATASET.ROOT,
-        num_shots=int(cfg.DATASET.NUM_SHOTS),
-        subsample=str(cfg.DATASET.SUBSAMPLE_CLASSES),
-        split_mode=str(cfg.DATASET.SUBSAMPLE_SPLIT),
-        split_seed=int(cfg.DATASET.SUBSAMPLE_SEED),
-        seed=int(cfg.SEED),
-        taxonomy_file=str(cfg.TRAINER.HYPTREE.TAXONOMY.FILE),
-    )

@@ -37,6 +37,8 @@ from typing import Callable, Collection, Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
 
+from hyptree.utils.files import atomic_open, atomic_write_bytes, atomic_write_json
+
 __all__ = [
     "Item",
     "SplitData",
@@ -188,19 +190,6 @@ def _require_dir(path: str, dataset: str, what: str = "folder", hint: str = "") 
 # ---------------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(obj, path: str) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=1).encode("utf-8"))
-
-
 def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
@@ -283,7 +272,7 @@ def write_coop_split(splits: Mapping[str, Sequence[Item]], split_json: str, imag
                 raise ValueError(f"{item.impath} is not inside the image folder {image_dir}")
             rows.append([rel.replace(os.sep, "/"), int(item.label), item.classname])
         obj[key] = rows
-    _atomic_write_json(obj, split_json)
+    atomic_write_json(split_json, obj)
 
 
 def group_by_label(items: Iterable[Item]) -> "OrderedDict[int, List[Item]]":
@@ -646,8 +635,8 @@ def _write_cifar100_images(dataset_dir: str, image_dir: str, split_json: str, ma
         for idx, (img, lab) in enumerate(zip(pixels, labels)):
             path = os.path.join(image_dir, split, fine_names[lab], f"{idx:05d}.png")
             # temporary name + rename: a concurrent run never reads a half-written file
-            Image.fromarray(np.ascontiguousarray(img)).save(path + ".tmp", format="PNG")
-            os.replace(path + ".tmp", path)
+            with atomic_open(path, "wb") as f:
+                Image.fromarray(np.ascontiguousarray(img)).save(f, format="PNG")
             splits[split].append(Item(path, int(lab), fine_names[lab]))
     write_coop_split(splits, split_json, image_dir)
     info = {
@@ -657,7 +646,7 @@ def _write_cifar100_images(dataset_dir: str, image_dir: str, split_json: str, ma
         "hierarchy_lines": [f"{coarse_names[c]}/{f}" for f, c in zip(fine_names, fine_to_coarse)],
         "counts": {s: len(splits[s]) for s in ("train", "test")},
     }
-    _atomic_write_json(info, marker)
+    atomic_write_json(marker, info)
 
 
 CIFAR100_HIER_DIR = "cifar-100-hierarchical"
@@ -868,7 +857,7 @@ def read_imagenet(root: str, cache: bool = True) -> SplitData:
             rows[split] = [f"{split}/{w}/{im}" for w, ims in scan for im in ims], \
                 [y for y, (_, ims) in enumerate(scan) for _ in ims]
         if cache:
-            _atomic_write_bytes(
+            atomic_write_bytes(
                 cache_file,
                 pickle.dumps({"version": _CACHE_VERSION, "wnids": wnids, "rows": rows},
                              protocol=pickle.HIGHEST_PROTOCOL),

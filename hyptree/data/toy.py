@@ -35,7 +35,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from hyptree.data.readers import COMPLETE_MARKER, Item, SplitData, _atomic_write_bytes, _atomic_write_json, read_coop_split, write_coop_split
+from hyptree.data.readers import COMPLETE_MARKER, Item, SplitData, read_coop_split, write_coop_split
+from hyptree.utils.files import atomic_write_bytes, atomic_write_json
 
 __all__ = ["SHAPES", "COLOURS", "PATTERNS", "TOY_DIR", "toy_classes", "toy_hierarchy_lines",
            "render_toy_image", "make_toy_dataset"]
@@ -163,7 +164,7 @@ def _generate(dataset_dir: str, image_dir: str, split_json: str, marker: str, pa
                 Image.fromarray(arr).save(path, format="PNG")
                 splits[split].append(Item(path, label, leaf))
     names = [_leaf_name(*c) for c in classes]
-    _atomic_write_bytes(os.path.join(dataset_dir, "classnames.txt"), ("\n".join(names) + "\n").encode())
-    _atomic_write_bytes(os.path.join(dataset_dir, "hierarchy.txt"), ("\n".join(toy_hierarchy_lines()) + "\n").encode())
+    atomic_write_bytes(os.path.join(dataset_dir, "classnames.txt"), ("\n".join(names) + "\n").encode())
+    atomic_write_bytes(os.path.join(dataset_dir, "hierarchy.txt"), ("\n".join(toy_hierarchy_lines()) + "\n").encode())
     write_coop_split(splits, split_json, image_dir)
-    _atomic_write_json(params, marker)
+    atomic_write_json(marker, params)

@@ -5,12 +5,10 @@
   pass per batch, metrics accumulated by :class:`~hyptree.eval.metrics.HierarchicalMeter` (so the
   result equals :func:`~hyptree.eval.metrics.hierarchical_metrics` on all scores at once), and
   per-node mean image features gathered for the Poincare-disc plots.
-* :func:`evaluation_cuts_for` picks the MTA cuts from a config (a cuts file, or seeded
-  random cuts).
-* :func:`run_record` / :func:`write_run` write what every run leaves behind:
-  ``results.json``, ``cuts.json``, ``taxonomy.txt``, ``embeddings.npz``.
+* :func:`write_run` writes what every run leaves behind: ``results.json``, ``cuts.json``,
+  ``taxonomy.txt``, ``embeddings.npz`` (the record itself comes from
+  :func:`hyptree.run.records.run_record`, which reads the yacs config).
 * :class:`TrainLog` appends one JSON line per training iteration (``train_log.jsonl``).
-* :func:`config_hash` fingerprints a yacs config.
 
 ``results.json`` (read by ``hyptree.eval.results``; keys are a contract)::
 
@@ -25,12 +23,9 @@ plus ``"clip"`` (the CLIP weights used) and ``"num_cuts"``.
 """
 from __future__ import annotations
 
-import datetime
-import hashlib
 import json
 import math
 import os
-import warnings
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -38,25 +33,20 @@ import torch
 import torch.nn.functional as F
 
 from hyptree.eval.metrics import HierarchicalMeter
-from hyptree.tree.taxonomy import Taxonomy, evaluation_cuts, load_cuts, load_protect_cuts, save_cuts, validate_cut
+from hyptree.tree.taxonomy import Taxonomy, save_cuts
 from hyptree.tree.io import write_paths_file
+from hyptree.utils.files import atomic_open, atomic_write_text
 
 __all__ = [
     "evaluate",
-    "evaluation_cuts_for",
-    "run_record",
     "write_run",
-    "config_hash",
+    "jsonable",
     "format_metrics",
     "TrainLog",
     "RESULTS_FILE",
-    "VOLATILE_KEYS",
 ]
 
 RESULTS_FILE = "results.json"
-# Keys that name where a run lives or which seed it drew, not what it computes: left out
-# of ``config_hash`` by default so the seeds (and copies) of one setting share a hash.
-VOLATILE_KEYS = ("OUTPUT_DIR", "RESUME", "SEED", "DATASET.ROOT", "VERBOSE")
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -89,7 +79,7 @@ def evaluate(model, batches: Iterable, taxonomy: Taxonomy, cuts: Sequence | None
             ``"img"`` and ``"label"`` (Dassl's loaders); labels are leaf indices of
             ``taxonomy``.
         taxonomy: the tree the labels refer to.
-        cuts: tree cuts for MTA (node ids or names), e.g. :func:`evaluation_cuts_for`.
+        cuts: tree cuts for MTA (node ids or names), e.g. :func:`hyptree.run.records.evaluation_cuts_for`.
         device: where the images go (default: the model's device).
 
     Returns:
@@ -199,149 +189,22 @@ def _curvatures(model, taxonomy, text_unit, image_sum, counts):
 # ---------------------------------------------------------------------------- cuts
 
 
-def evaluation_cuts_for(cfg, taxonomy: Taxonomy, full_taxonomy: Taxonomy | None = None):
-    """The MTA cuts of a run, from ``cfg.TRAINER.HYPTREE.EVAL``.
-
-    ``CUTS_FILE`` set: ``.json`` is read with :func:`~hyptree.tree.taxonomy.load_cuts`, ``.pkl``,
-    ``.pth``, ``.pt`` with :func:`~hyptree.tree.taxonomy.load_protect_cuts`. A file written for
-    the full tree (ProTeCt's) does not fit a base, novel or target-domain sub-tree; when
-    ``full_taxonomy`` is given such cuts are read against it and projected (each cut keeps
-    its nodes present in ``taxonomy``, which is a cut of the sub-tree; duplicates dropped).
-    Otherwise ``NUM_CUTS`` distinct seeded cuts at ``CUT_RATES`` from ``CUT_SEED``
-    (:func:`~hyptree.tree.taxonomy.evaluation_cuts`). Returns node-id tuples of ``taxonomy``.
-    """
-    e = cfg.TRAINER.HYPTREE.EVAL
-    path = os.path.expanduser(str(e.CUTS_FILE or ""))
-    if not path:
-        return evaluation_cuts(taxonomy, int(e.NUM_CUTS), int(e.CUT_SEED), tuple(e.CUT_RATES))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"TRAINER.HYPTREE.EVAL.CUTS_FILE {path!r} does not exist")
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".json":
-        reader = load_cuts
-    elif ext in (".pkl", ".pth", ".pt", ".pickle"):
-        reader = load_protect_cuts
-    else:
-        raise ValueError(f"TRAINER.HYPTREE.EVAL.CUTS_FILE {path!r}: expected a .json cuts file "
-                         f"(save_cuts) or a ProTeCt .pkl/.pth treecut file")
-    try:
-        return reader(path, taxonomy)
-    except ValueError as error:
-        if full_taxonomy is None or full_taxonomy == taxonomy:
-            raise
-        try:
-            full = reader(path, full_taxonomy)
-        except ValueError:
-            raise error from None
-    out, seen = [], set()
-    for cut in full:
-        names = [full_taxonomy.names[i] for i in cut if full_taxonomy.names[i] in taxonomy]
-        ids = validate_cut(taxonomy, names)
-        if ids not in seen:
-            seen.add(ids)
-            out.append(ids)
-    warnings.warn(f"{path}: cuts of the full tree projected onto this sub-tree "
-                  f"({len(out)} distinct of {len(full)})", stacklevel=2)
-    return out
-
-
 # ---------------------------------------------------------------------------- records
 
 
-def config_hash(cfg, ignore: Sequence[str] = VOLATILE_KEYS) -> str:
-    """SHA-1 hex digest of ``cfg.dump()`` (yacs; keys sorted, so stable across runs).
-
-    ``ignore``: dotted keys removed first (default :data:`VOLATILE_KEYS`: output folder,
-    resume folder, seed, data root), so runs of one setting with different seeds or
-    folders share the hash. Pass ``ignore=()`` to hash everything.
-    """
-    c = cfg.clone()
-    was_frozen = c.is_frozen()
-    c.defrost()
-    for key in ignore:
-        *parents, leaf = key.split(".")
-        node = c
-        for p in parents:
-            node = node.get(p) if node is not None and hasattr(node, "get") else None
-        if node is not None and leaf in node:
-            del node[leaf]
-    if was_frozen:
-        c.freeze()
-    return hashlib.sha1(c.dump().encode("utf-8")).hexdigest()
-
-
-def _get(cfg, dotted, default=None):
-    node = cfg
-    for part in dotted.split("."):
-        if not hasattr(node, "get") or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def _jsonable(x):
+def jsonable(x):
     """Floats NaN/inf -> None (strict JSON), numpy scalars -> Python, recursively."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
+        return jsonable(x.tolist())
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
-
-
-def run_record(cfg, metrics: dict, *, split: str, tree: str, taxonomy: Taxonomy,
-               taxonomy_source: str = "", epoch: int | None = None,
-               model_dir: str | None = None, curvatures: dict | None = None,
-               num_cuts: int | None = None) -> dict:
-    """The ``results.json`` record of one evaluation (schema in the module docstring).
-
-    ``cfg``: the run's yacs config (Dassl keys plus ``TRAINER.HYPTREE``); ``curvatures``:
-    ``{"text", "image", "inter"}`` floats or None; ``epoch``: epochs of training behind the
-    evaluated weights; ``model_dir``: the checkpoint folder of an evaluation-only run (None
-    when the weights were trained in this run - ``hyptree.eval.results`` tells the two apart by it).
-    """
-    h = cfg.TRAINER.HYPTREE
-    curv = None
-    if curvatures and all(v is not None and math.isfinite(v) for v in curvatures.values()):
-        curv = {k: float(curvatures[k]) for k in ("text", "image", "inter")}
-    return {
-        "metrics": _jsonable(metrics),
-        "split": split,
-        "tree": tree,
-        "dataset": _get(cfg, "DATASET.NAME", ""),
-        "num_shots": int(_get(cfg, "DATASET.NUM_SHOTS", -1)),
-        "subsample": _get(cfg, "DATASET.SUBSAMPLE_CLASSES", "all"),
-        "trainer": _get(cfg, "TRAINER.NAME", ""),
-        "backbone": h.BACKBONE,
-        "clip": h.CLIP_PATH or _get(cfg, "MODEL.BACKBONE.NAME", ""),
-        "preset": h.PRESET,
-        "curvature_mode": h.CURVATURE.MODE,
-        "cross": h.ALIGN.CROSS,
-        "image_tree": bool(h.IMAGE_TREE) and h.PRESET == "hyptree",
-        "pass_through": bool(h.PASS_THROUGH),
-        "seed": int(_get(cfg, "SEED", -1)),
-        "config_hash": config_hash(cfg),
-        "epoch": None if epoch is None else int(epoch),
-        "model_dir": model_dir or None,
-        "output_dir": _get(cfg, "OUTPUT_DIR", ""),
-        "taxonomy": taxonomy.stats(),
-        "taxonomy_source": taxonomy_source or "",
-        "curvatures": curv,
-        "num_cuts": num_cuts,
-        "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-
-
-def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def write_run(output_dir: str, record: dict, taxonomy: Taxonomy, cuts: Sequence | None,
@@ -361,7 +224,7 @@ def write_run(output_dir: str, record: dict, taxonomy: Taxonomy, cuts: Sequence 
         "cuts": os.path.join(output_dir, "cuts.json"),
         "taxonomy": os.path.join(output_dir, "taxonomy.txt"),
     }
-    _atomic_write_text(paths["results"], json.dumps(_jsonable(record), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(paths["results"], json.dumps(jsonable(record), indent=1, allow_nan=False) + "\n")
     save_cuts(paths["cuts"], taxonomy, list(cuts or []))
     write_paths_file(paths["taxonomy"], taxonomy)
     if embeddings is not None:
@@ -373,9 +236,8 @@ def write_run(output_dir: str, record: dict, taxonomy: Taxonomy, cuts: Sequence 
                                  f"the taxonomy {taxonomy.num_nodes} nodes")
         arrays.update(names=np.asarray(taxonomy.names), display_names=np.asarray(taxonomy.display_names),
                       parent=np.asarray(taxonomy.parent), depth=np.asarray(taxonomy.depth))
-        tmp = paths["embeddings"] + f".tmp{os.getpid()}.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, paths["embeddings"])
+        with atomic_open(paths["embeddings"], "wb") as f:
+            np.savez(f, **arrays)
     return paths
 
 
@@ -416,7 +278,7 @@ class TrainLog:
     def append(self, **fields) -> None:
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")
-        self._file.write(json.dumps(_jsonable(fields), allow_nan=False) + "\n")
+        self._file.write(json.dumps(jsonable(fields), allow_nan=False) + "\n")
         self._file.flush()
 
     def truncate(self, completed_epochs: int) -> int:
@@ -426,7 +288,7 @@ class TrainLog:
             return 0
         rows = self.read(self.path)
         keep = [r for r in rows if r.get("epoch", 0) <= completed_epochs]
-        _atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
         return len(rows) - len(keep)
 
     def close(self) -> None:

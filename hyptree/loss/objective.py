@@ -61,16 +61,6 @@ class ObjectiveSettings:
         if self.cross not in CROSS_TERMS:
             raise ValueError(f"cross term {self.cross!r}; expected one of {', '.join(CROSS_TERMS)}")
 
-    @classmethod
-    def from_config(cls, cfg) -> "ObjectiveSettings":
-        h = cfg.TRAINER.HYPTREE
-        return cls(
-            preset=h.PRESET, w_cut=h.W_CUT, lam=h.LAMBDA, alpha=h.ALPHA, cut_rate=h.CUT_RATE,
-            scale_text=h.SCALE_TEXT, scale_image=h.SCALE_IMAGE, cone_k=h.CONE_K,
-            cross=h.ALIGN.CROSS, angle_temperature=h.ALIGN.ANGLE.TEMPERATURE,
-            centroid_weight=h.ALIGN.ANGLE.CENTROID_WEIGHT,
-            mmd_bandwidths=tuple(h.ALIGN.MMD.BANDWIDTHS),
-        )
 
 
 def gather_paths(node_feats: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:

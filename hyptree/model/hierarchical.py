@@ -20,25 +20,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hyptree.model.clip_model import TextTower, VisionTower, scale_layers
-from hyptree.run.config import check_config
 from hyptree.geometry.curvature import Curvatures
 from hyptree.model.fusion import TextGuidedSelection
 from hyptree.loss.objective import HierarchicalObjective, ObjectiveSettings
 from hyptree.model.prompts import build_prompt_learner, frozen_text_features, self_regulating_losses
 from hyptree.tree.taxonomy import Taxonomy
-
-
-def prompt_options_from_config(cfg, backbone: str) -> dict:
-    """The keyword options of ``build_prompt_learner`` from the backbone's own section."""
-    if backbone == "coop":
-        c = cfg.TRAINER.COOP
-        return dict(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT)
-    if backbone == "maple":
-        c = cfg.TRAINER.MAPLE
-        return dict(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, depth=c.PROMPT_DEPTH)
-    c = cfg.TRAINER.PROMPTSRC
-    return dict(n_ctx_text=c.N_CTX_TEXT, n_ctx_vision=c.N_CTX_VISION, ctx_init=c.CTX_INIT,
-                depth_text=c.PROMPT_DEPTH_TEXT, depth_vision=c.PROMPT_DEPTH_VISION)
 
 
 class HierarchicalCLIP(nn.Module):
@@ -90,22 +76,6 @@ class HierarchicalCLIP(nn.Module):
         # the prompted passes only.
         self.teacher_tower = VisionTower(clip_model) if backbone == "promptsrc" else None
         self.taxonomy = taxonomy
-
-    @classmethod
-    def from_config(cls, cfg, clip_model, taxonomy: Taxonomy) -> "HierarchicalCLIP":
-        check_config(cfg)
-        h = cfg.TRAINER.HYPTREE
-        src = cfg.TRAINER.PROMPTSRC
-        return cls(
-            clip_model, taxonomy, backbone=h.BACKBONE, preset=h.PRESET,
-            prompt_options=prompt_options_from_config(cfg, h.BACKBONE),
-            layers=tuple(h.LAYERS), image_tree=h.IMAGE_TREE, pass_through=h.PASS_THROUGH,
-            settings=ObjectiveSettings.from_config(cfg),
-            curvature=dict(mode=h.CURVATURE.MODE, c0=h.CURVATURE.C0,
-                           learn=h.CURVATURE.LEARN, kappa=h.CURVATURE.KAPPA),
-            promptsrc=dict(text_weight=src.TEXT_LOSS_WEIGHT, image_weight=src.IMAGE_LOSS_WEIGHT),
-            seed=max(int(cfg.SEED), 0),
-        )
 
     # ------------------------------------------------------------------ taxonomy
     @staticmethod

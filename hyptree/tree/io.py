@@ -29,6 +29,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from hyptree.utils.files import atomic_write_text
 from hyptree.tree.taxonomy import Taxonomy, _protect_text
 
 __all__ = [
@@ -161,8 +162,7 @@ def write_paths_file(path: str, taxonomy: Taxonomy) -> None:
         "# hyptree taxonomy: one root-to-leaf path per class, in label order (root implicit).",
         f"# root: {taxonomy.names[0]}  classes: {taxonomy.num_classes}  nodes: {taxonomy.num_nodes}",
     ]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(head + lines) + "\n")
+    atomic_write_text(path, "\n".join(head + lines) + "\n")
 
 
 # ====================================================================== folder tree

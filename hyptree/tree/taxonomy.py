@@ -33,6 +33,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from hyptree.utils.files import atomic_write_json
+
 __all__ = [
     "Taxonomy",
     "default_display_name",
@@ -960,9 +962,7 @@ def save_cuts(path: str, taxonomy: Taxonomy, cuts: Sequence[Sequence[int | str]]
         "num_classes": taxonomy.num_classes,
         "cuts": out,
     }
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
+    atomic_write_json(path, doc)
 
 
 def load_cuts(path: str, taxonomy: Taxonomy) -> list[tuple[int, ...]]:

@@ -1,0 +1,136 @@
+"""What a run records about itself, read from its yacs config.
+
+* :func:`evaluation_cuts_for`: the MTA cuts of a run (a cuts file, or seeded random cuts);
+* :func:`config_hash`: a fingerprint of the options that change what a run computes;
+* :func:`run_record`: the ``results.json`` record (schema in :mod:`hyptree.eval.evaluate`),
+  written by :func:`hyptree.eval.evaluate.write_run`.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import math
+import os
+import warnings
+from typing import Sequence
+
+from hyptree.eval.evaluate import jsonable
+from hyptree.run.config import cfg_get
+from hyptree.tree.taxonomy import Taxonomy, evaluation_cuts, load_cuts, load_protect_cuts, validate_cut
+
+__all__ = ["evaluation_cuts_for", "config_hash", "run_record", "VOLATILE_KEYS"]
+
+# Keys that name where a run lives or which seed it drew, not what it computes: left out
+# of ``config_hash`` by default so the seeds (and copies) of one setting share a hash.
+VOLATILE_KEYS = ("OUTPUT_DIR", "RESUME", "SEED", "DATASET.ROOT", "VERBOSE")
+
+
+def evaluation_cuts_for(cfg, taxonomy: Taxonomy, full_taxonomy: Taxonomy | None = None):
+    """The MTA cuts of a run, from ``cfg.TRAINER.HYPTREE.EVAL``.
+
+    ``CUTS_FILE`` set: ``.json`` is read with :func:`~hyptree.tree.taxonomy.load_cuts`, ``.pkl``,
+    ``.pth``, ``.pt`` with :func:`~hyptree.tree.taxonomy.load_protect_cuts`. A file written for
+    the full tree (ProTeCt's) does not fit a base, novel or target-domain sub-tree; when
+    ``full_taxonomy`` is given such cuts are read against it and projected (each cut keeps
+    its nodes present in ``taxonomy``, which is a cut of the sub-tree; duplicates dropped).
+    Otherwise ``NUM_CUTS`` distinct seeded cuts at ``CUT_RATES`` from ``CUT_SEED``
+    (:func:`~hyptree.tree.taxonomy.evaluation_cuts`). Returns node-id tuples of ``taxonomy``.
+    """
+    e = cfg.TRAINER.HYPTREE.EVAL
+    path = os.path.expanduser(str(e.CUTS_FILE or ""))
+    if not path:
+        return evaluation_cuts(taxonomy, int(e.NUM_CUTS), int(e.CUT_SEED), tuple(e.CUT_RATES))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"TRAINER.HYPTREE.EVAL.CUTS_FILE {path!r} does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".json":
+        reader = load_cuts
+    elif ext in (".pkl", ".pth", ".pt", ".pickle"):
+        reader = load_protect_cuts
+    else:
+        raise ValueError(f"TRAINER.HYPTREE.EVAL.CUTS_FILE {path!r}: expected a .json cuts file "
+                         f"(save_cuts) or a ProTeCt .pkl/.pth treecut file")
+    try:
+        return reader(path, taxonomy)
+    except ValueError as error:
+        if full_taxonomy is None or full_taxonomy == taxonomy:
+            raise
+        try:
+            full = reader(path, full_taxonomy)
+        except ValueError:
+            raise error from None
+    out, seen = [], set()
+    for cut in full:
+        names = [full_taxonomy.names[i] for i in cut if full_taxonomy.names[i] in taxonomy]
+        ids = validate_cut(taxonomy, names)
+        if ids not in seen:
+            seen.add(ids)
+            out.append(ids)
+    warnings.warn(f"{path}: cuts of the full tree projected onto this sub-tree "
+                  f"({len(out)} distinct of {len(full)})", stacklevel=2)
+    return out
+
+
+def config_hash(cfg, ignore: Sequence[str] = VOLATILE_KEYS) -> str:
+    """SHA-1 hex digest of ``cfg.dump()`` (yacs; keys sorted, so stable across runs).
+
+    ``ignore``: dotted keys removed first (default :data:`VOLATILE_KEYS`: output folder,
+    resume folder, seed, data root), so runs of one setting with different seeds or
+    folders share the hash. Pass ``ignore=()`` to hash everything.
+    """
+    c = cfg.clone()
+    was_frozen = c.is_frozen()
+    c.defrost()
+    for key in ignore:
+        *parents, leaf = key.split(".")
+        node = c
+        for p in parents:
+            node = node.get(p) if node is not None and hasattr(node, "get") else None
+        if node is not None and leaf in node:
+            del node[leaf]
+    if was_frozen:
+        c.freeze()
+    return hashlib.sha1(c.dump().encode("utf-8")).hexdigest()
+
+
+def run_record(cfg, metrics: dict, *, split: str, tree: str, taxonomy: Taxonomy,
+               taxonomy_source: str = "", epoch: int | None = None,
+               model_dir: str | None = None, curvatures: dict | None = None,
+               num_cuts: int | None = None) -> dict:
+    """The ``results.json`` record of one evaluation (schema in the module docstring).
+
+    ``cfg``: the run's yacs config (Dassl keys plus ``TRAINER.HYPTREE``); ``curvatures``:
+    ``{"text", "image", "inter"}`` floats or None; ``epoch``: epochs of training behind the
+    evaluated weights; ``model_dir``: the checkpoint folder of an evaluation-only run (None
+    when the weights were trained in this run - ``hyptree.eval.results`` tells the two apart by it).
+    """
+    h = cfg.TRAINER.HYPTREE
+    curv = None
+    if curvatures and all(v is not None and math.isfinite(v) for v in curvatures.values()):
+        curv = {k: float(curvatures[k]) for k in ("text", "image", "inter")}
+    return {
+        "metrics": jsonable(metrics),
+        "split": split,
+        "tree": tree,
+        "dataset": cfg_get(cfg, "DATASET.NAME", ""),
+        "num_shots": int(cfg_get(cfg, "DATASET.NUM_SHOTS", -1)),
+        "subsample": cfg_get(cfg, "DATASET.SUBSAMPLE_CLASSES", "all"),
+        "trainer": cfg_get(cfg, "TRAINER.NAME", ""),
+        "backbone": h.BACKBONE,
+        "clip": h.CLIP_PATH or cfg_get(cfg, "MODEL.BACKBONE.NAME", ""),
+        "preset": h.PRESET,
+        "curvature_mode": h.CURVATURE.MODE,
+        "cross": h.ALIGN.CROSS,
+        "image_tree": bool(h.IMAGE_TREE) and h.PRESET == "hyptree",
+        "pass_through": bool(h.PASS_THROUGH),
+        "seed": int(cfg_get(cfg, "SEED", -1)),
+        "config_hash": config_hash(cfg),
+        "epoch": None if epoch is None else int(epoch),
+        "model_dir": model_dir or None,
+        "output_dir": cfg_get(cfg, "OUTPUT_DIR", ""),
+        "taxonomy": taxonomy.stats(),
+        "taxonomy_source": taxonomy_source or "",
+        "curvatures": curv,
+        "num_cuts": num_cuts,
+        "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
