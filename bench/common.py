@@ -33,7 +33,7 @@ import torch
 
 from hyptree.model.clip_model import tiny_clip
 from hyptree.model.hierarchical import HierarchicalCLIP
-from hyptree.tree.taxonomy import Taxonomy
+from hyptree.tree import Taxonomy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

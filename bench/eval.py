@@ -32,7 +32,7 @@ from bench.common import (SHAPES, TAXONOMIES, autocast, base_parser, batch, buil
                           interleaved, median, paired_ratio, prepare_clip, print_setup, result_line, setup,
                           table)
 from hyptree.eval.metrics import HierarchicalMeter
-from hyptree.tree.taxonomy import evaluation_cuts
+from hyptree.tree import evaluation_cuts
 
 TARGET = 1.25
 PROJECT_IMAGES = 10_000

@@ -44,8 +44,7 @@ import torch.nn.functional as F
 from bench.common import (SHAPES, TAXONOMIES, autocast, base_parser, batch, build_clip, build_model,
                           interleaved, make_step, median, paired_ratio, prepare_clip,
                           print_setup, result_line, setup, table)
-from hyptree.loss.protect import ProTeCtIndex
-from hyptree.tree.taxonomy import cut_targets, random_cut
+from hyptree.tree import ProTeCtIndex, cut_targets, random_cut
 
 TARGET_SPEEDUP = 3.0
 #: agreement required of the two schemes in float64 (relative; see ``check``)

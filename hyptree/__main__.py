@@ -10,7 +10,7 @@ import sys
 
 # command -> (module, function, one-line help)
 COMMANDS = {
-    "taxonomy": ("hyptree.tree.taxonomy", "main", "show / stats / convert a taxonomy source"),
+    "taxonomy": ("hyptree.tree.cli", "main", "show / stats / convert a taxonomy source"),
     "results": ("hyptree.eval.results", "main", "collect run folders into mean +- std tables"),
     "clip": ("hyptree.model.clip_model", "main", "make-tiny: write a random tiny CLIP"),
     "protocols": ("hyptree.run.protocols", "main", "helpers of scripts/hyptree/*.sh"),

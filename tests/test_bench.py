@@ -255,8 +255,7 @@ def test_keep_float64_is_scoped():
 
 def test_per_node_scheme_has_the_reference_cost_structure_and_detects_differences():
     from bench import per_node
-    from hyptree.loss.protect import ProTeCtIndex
-    from hyptree.tree.taxonomy import random_cut
+    from hyptree.tree import ProTeCtIndex, random_cut
     shape, tax = common.SHAPES["tiny"], common.deep_tree()
     model = common.build_model(common.build_clip(shape), tax, "hyptree", shape)
     images, labels = common.batch(shape, tax, 6)

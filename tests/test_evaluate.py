@@ -15,7 +15,7 @@ from hyptree.eval.evaluate import (
 from hyptree.eval.metrics import hierarchical_metrics
 from hyptree.run.records import config_hash, evaluation_cuts_for, run_record
 from helpers import LINES, make_model
-from hyptree.tree.taxonomy import Taxonomy, evaluation_cuts, load_cuts, save_cuts
+from hyptree.tree import Taxonomy, evaluation_cuts, load_cuts, save_cuts
 from hyptree.tree.io import read_paths_file
 
 @pytest.fixture(scope="module")

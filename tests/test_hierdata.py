@@ -15,7 +15,7 @@ from hyptree.data.build import (
     match_classes,
 )
 from hyptree.run.factory import dataset_options
-from hyptree.tree.taxonomy import Taxonomy, split_base_novel
+from hyptree.tree import Taxonomy, split_base_novel
 from hyptree.tree.io import read_paths_file, write_paths_file
 
 # fixture builders of the reader tests (the files in each dataset's real format)

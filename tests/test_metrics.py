@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hyptree.eval.metrics import HierarchicalMeter, hierarchical_metrics
-from hyptree.tree.taxonomy import Taxonomy, evaluation_cuts
+from hyptree.tree import Taxonomy, evaluation_cuts
 
 LINES = ["A/a1", "A/a2", "B/C/c1", "B/C/c2", "B/b1", "e"]  # unbalanced: e at depth 1, c* at depth 3
 

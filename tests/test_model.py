@@ -12,7 +12,7 @@ from hyptree.loss.objective import (
     gather_paths, mmd_loss,
 )
 from hyptree.geometry.curvature import Curvatures
-from hyptree.tree.taxonomy import Taxonomy
+from hyptree.tree import Taxonomy
 
 # unbalanced depths: leaves at depth 2 and 3
 @pytest.fixture(scope="module")

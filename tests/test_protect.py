@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyptree.loss.protect import ProTeCtIndex, leaf_loss, node_centric_loss, tree_cut_loss
-from hyptree.tree.taxonomy import Taxonomy, random_cut
+from hyptree.loss.protect import leaf_loss, node_centric_loss, tree_cut_loss
+from hyptree.tree import ProTeCtIndex, Taxonomy, random_cut
 
 
 def random_tree(rng, n=14):

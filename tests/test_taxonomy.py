@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hyptree.tree.taxonomy import (
+from hyptree.tree import (
     Taxonomy,
     cut_targets,
     evaluation_cuts,
     level_cut,
     load_cuts,
-    main,
     random_cut,
     save_cuts,
     split_base_novel,
     validate_cut,
 )
+from hyptree.tree.cli import main
 
 LINES = ["A/a1", "A/a2", "B/C/c1", "B/C/c2", "B/b1", "e"]
 

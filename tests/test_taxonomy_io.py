@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hyptree.tree.taxonomy import Taxonomy, cut_targets, load_protect_cuts
+from hyptree.tree import Taxonomy, cut_targets, load_protect_cuts
 from hyptree.tree.io import (
     detect_format,
     read_cifar100_meta,
@@ -263,6 +263,24 @@ def test_protect_list(tmp_path):
     p.write_text("x.jpg,-1,0\n")
     with pytest.raises(ValueError, match=":1: negative label"):
         read_protect_list(str(p))
+
+
+
+def test_protect_list_root_and_label_bound(tmp_path):
+    """What hyptree.data's reader needs: image_root joined, labels bounded, a missing file explained."""
+    p = tmp_path / "gt_test.txt"
+    p.write_text("a/abbey/x.jpg,1,0\nn07753592/0.1_envelope , chest_0.9.jpg,0,1\n\n")
+    assert read_protect_list(str(p), "/data/SUN397", num_classes=2) == [
+        ("/data/SUN397/a/abbey/x.jpg", 1),
+        ("/data/SUN397/n07753592/0.1_envelope , chest_0.9.jpg", 0),
+    ]
+    with pytest.raises(ValueError, match=r"gt_test.txt:1: label 1 outside 0..0"):
+        read_protect_list(str(p), num_classes=1)
+    p.write_text("x.jpg,-1,0\n")
+    with pytest.raises(ValueError, match=r":1: label -1 outside 0..2"):
+        read_protect_list(str(p), num_classes=3)
+    with pytest.raises(FileNotFoundError, match="ProTeCt data list not found"):
+        read_protect_list(str(tmp_path / "gt_missing.txt"))
 
 
 # ====================================================================== CIFAR-100

@@ -45,9 +45,15 @@ import numpy as np
 
 from hyptree.data import readers as D
 from hyptree.data.readers import Item, SplitData, fewshot_sample, subsample_classes
-from hyptree.tree.taxonomy import Taxonomy, default_display_name, split_base_novel
-from hyptree.tree.io import read_imagenet_meta, read_paths_file, read_protect_tree, read_sun397_hierarchy, read_taxonomy
-from hyptree.tree.io import read_rare_species as read_rare_species_taxonomy
+from hyptree.tree.checks import default_display_name
+from hyptree.tree.io.detect import read_taxonomy
+from hyptree.tree.io.imagenet import read_imagenet_meta
+from hyptree.tree.io.paths import read_paths_file
+from hyptree.tree.io.protect import read_protect_tree
+from hyptree.tree.io.rare_species import read_rare_species as read_rare_species_taxonomy
+from hyptree.tree.io.sun397 import read_sun397_hierarchy
+from hyptree.tree.splits import split_base_novel
+from hyptree.tree.taxonomy import Taxonomy
 
 __all__ = [
     "HierDataset",

@@ -33,8 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from hyptree.eval.metrics import HierarchicalMeter
-from hyptree.tree.taxonomy import Taxonomy, save_cuts
-from hyptree.tree.io import write_paths_file
+from hyptree.tree.cutfiles import save_cuts
+from hyptree.tree.io.paths import write_paths_file
+from hyptree.tree.taxonomy import Taxonomy
 from hyptree.utils.files import atomic_open, atomic_write_text
 
 __all__ = [
@@ -212,8 +213,8 @@ def write_run(output_dir: str, record: dict, taxonomy: Taxonomy, cuts: Sequence 
     """Write a run's outputs into ``output_dir`` (created if needed); returns their paths.
 
     * ``results.json`` (``results_name``): ``record`` (NaN written as ``null``);
-    * ``cuts.json``: the MTA cuts as node names (:func:`~hyptree.tree.taxonomy.save_cuts`);
-    * ``taxonomy.txt``: the evaluated tree (:func:`~hyptree.tree.io.write_paths_file`);
+    * ``cuts.json``: the MTA cuts as node names (:func:`~hyptree.tree.cutfiles.save_cuts`);
+    * ``taxonomy.txt``: the evaluated tree (:func:`~hyptree.tree.io.paths.write_paths_file`);
     * ``embeddings.npz`` (when ``embeddings`` is given, see :func:`evaluate`): ``text``,
       ``image``, ``counts``, ``names``, ``display_names``, ``parent``, ``depth``,
       ``curv_text``, ``curv_image``, ``curv_inter``.

@@ -16,7 +16,7 @@ over tree depth and cuts only). All values are percentages.
   (``NaN`` for nodes no sample passes); ``node_acc`` is their mean over the nodes
   that had samples (ProTeCt's per-node accuracies, averaged).
 * ``depth_acc``: list over depths ``d = 1..height``: accuracy on the *level-d cut*
-  (`hyptree.tree.taxonomy.level_cut`: the nodes at depth ``d`` plus the leaves shallower
+  (`hyptree.tree.cuts.level_cut`: the nodes at depth ``d`` plus the leaves shallower
   than ``d``), i.e. the argmax over that level is the sample's ancestor at depth
   ``d`` - or its own leaf when the leaf is shallower (unbalanced trees). The last
   entry equals LA.
@@ -32,8 +32,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hyptree.loss.protect import ProTeCtIndex, path_child_scores
-from hyptree.tree.taxonomy import Taxonomy, _cut_ids, cut_targets
+from hyptree.tree.cuts import cut_ids, cut_targets
+from hyptree.tree.index import ProTeCtIndex, path_child_scores
+from hyptree.tree.taxonomy import Taxonomy
 
 __all__ = ["HierarchicalMeter", "hierarchical_metrics"]
 
@@ -61,7 +62,7 @@ class HierarchicalMeter:
         self._cuts = []
         for j, cut in enumerate(cuts or []):
             try:
-                ids = _cut_ids(taxonomy, cut)
+                ids = cut_ids(taxonomy, cut)
                 tgt = cut_targets(taxonomy, ids)
             except ValueError as e:
                 raise ValueError(f"cut {j}: {e}") from None

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from hyptree.geometry import lorentz
 from hyptree.geometry.curvature import Curvatures, CurvatureState
 from hyptree.loss.protect import leaf_loss, node_centric_loss, tree_cut_loss
-from hyptree.tree.taxonomy import Taxonomy, random_cut
+from hyptree.tree.cuts import random_cut
+from hyptree.tree.taxonomy import Taxonomy
 
 PRESETS = ("vanilla", "protect", "hyptree")
 CROSS_TERMS = ("entailment", "angle", "mmd")

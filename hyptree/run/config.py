@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from yacs.config import CfgNode as CN
 
+from hyptree.tree.splits import SPLIT_MODES
+
 BACKBONES = ("coop", "maple", "promptsrc")
 PRESETS = ("vanilla", "protect", "hyptree")
 CURVATURE_MODES = ("euclidean", "shared", "separate", "intermediate")
 CROSS_TERMS = ("entailment", "angle", "mmd")
-SPLIT_MODES = ("balanced", "first_half")
 
 
 _MISSING = object()

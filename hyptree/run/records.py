@@ -16,7 +16,9 @@ from typing import Sequence
 
 from hyptree.eval.evaluate import jsonable
 from hyptree.run.config import cfg_get
-from hyptree.tree.taxonomy import Taxonomy, evaluation_cuts, load_cuts, load_protect_cuts, validate_cut
+from hyptree.tree.cutfiles import load_cuts, load_protect_cuts
+from hyptree.tree.cuts import evaluation_cuts, validate_cut
+from hyptree.tree.taxonomy import Taxonomy
 
 __all__ = ["evaluation_cuts_for", "config_hash", "run_record", "VOLATILE_KEYS"]
 
@@ -28,13 +30,13 @@ VOLATILE_KEYS = ("OUTPUT_DIR", "RESUME", "SEED", "DATASET.ROOT", "VERBOSE")
 def evaluation_cuts_for(cfg, taxonomy: Taxonomy, full_taxonomy: Taxonomy | None = None):
     """The MTA cuts of a run, from ``cfg.TRAINER.HYPTREE.EVAL``.
 
-    ``CUTS_FILE`` set: ``.json`` is read with :func:`~hyptree.tree.taxonomy.load_cuts`, ``.pkl``,
-    ``.pth``, ``.pt`` with :func:`~hyptree.tree.taxonomy.load_protect_cuts`. A file written for
+    ``CUTS_FILE`` set: ``.json`` is read with :func:`~hyptree.tree.cutfiles.load_cuts`, ``.pkl``,
+    ``.pth``, ``.pt`` with :func:`~hyptree.tree.cutfiles.load_protect_cuts`. A file written for
     the full tree (ProTeCt's) does not fit a base, novel or target-domain sub-tree; when
     ``full_taxonomy`` is given such cuts are read against it and projected (each cut keeps
     its nodes present in ``taxonomy``, which is a cut of the sub-tree; duplicates dropped).
     Otherwise ``NUM_CUTS`` distinct seeded cuts at ``CUT_RATES`` from ``CUT_SEED``
-    (:func:`~hyptree.tree.taxonomy.evaluation_cuts`). Returns node-id tuples of ``taxonomy``.
+    (:func:`~hyptree.tree.cuts.evaluation_cuts`). Returns node-id tuples of ``taxonomy``.
     """
     e = cfg.TRAINER.HYPTREE.EVAL
     path = os.path.expanduser(str(e.CUTS_FILE or ""))
