@@ -11,7 +11,7 @@ from hyptree.run.factory import dataset_options
 
 
 def to_datums(items):
-    """``hyptree.data.readers.Item`` list -> Dassl ``Datum`` list (Datum checks each file exists)."""
+    """``hyptree.data.Item`` list -> Dassl ``Datum`` list (Datum checks each file exists)."""
     return [Datum(impath=i.impath, label=i.label, domain=i.domain, classname=i.classname) for i in items]
 
 

@@ -1,4 +1,6 @@
-"""Tests for hyptree.data.readers: every reader runs on generated files in the dataset's real layout."""
+"""Tests for the hyptree.data readers (common, folder, one module per dataset).
+
+Every reader runs on generated files in the dataset's real layout."""
 import io
 import json
 import os
@@ -10,8 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hyptree.data import readers as D
-from hyptree.data.readers import Item
+from hyptree.data.common import (
+    Item, fewshot_sample, list_images, per_class_split, read_coop_split, subsample_classes, write_coop_split,
+)
+from hyptree.data.folder import read_image_folder_tree, read_protect_items, read_protect_split_names
+from hyptree.data.cifar100 import extract_cifar100, read_cifar100_hierarchical
+from hyptree.data.sun397 import read_sun397, sun397_hierarchy_file
+from hyptree.data.imagenet import (
+    read_imagenet, read_imagenet_a, read_imagenet_classnames, read_imagenet_r, read_imagenet_sketch, read_imagenet_v2,
+)
+from hyptree.data.rare_species import read_rare_species
+from hyptree.data.build import LAYOUTS
 
 
 # --------------------------------------------------------------------------- helpers
@@ -46,33 +57,33 @@ def test_coop_split_round_trip(tmp_path):
         "test": [Item(_img(f"{image_dir}/dog/b.jpg"), 1, "dog")],
     }
     split_json = str(tmp_path / "split_zhou_X.json")
-    D.write_coop_split(splits, split_json, image_dir)
+    write_coop_split(splits, split_json, image_dir)
     raw = json.load(open(split_json))
     assert raw["val"] == [["dog/sub/a.jpg", 1, "dog"]]  # CoOp format: relative, forward slashes
     assert raw["train"][0] == ["cat/0.jpg", 0, "cat"]
-    back = D.read_coop_split(split_json, image_dir)
+    back = read_coop_split(split_json, image_dir)
     assert back == splits
     # a different image root re-bases the paths
-    moved = D.read_coop_split(split_json, "/elsewhere")
+    moved = read_coop_split(split_json, "/elsewhere")
     assert moved["test"][0].impath == os.path.join("/elsewhere", "dog/b.jpg")
 
 
 def test_coop_split_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="relative_path, label, classname"):
-        D.read_coop_split(str(tmp_path / "nope.json"), str(tmp_path))
+        read_coop_split(str(tmp_path / "nope.json"), str(tmp_path))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": [["a.jpg", 0]]}))
     with pytest.raises(ValueError, match="bad.json.*entry 0 of 'train'"):
-        D.read_coop_split(str(bad), str(tmp_path))
+        read_coop_split(str(bad), str(tmp_path))
     with pytest.raises(ValueError, match="not inside"):
-        D.write_coop_split({"train": [Item("/other/a.jpg", 0, "a")]}, str(tmp_path / "s.json"), str(tmp_path))
+        write_coop_split({"train": [Item("/other/a.jpg", 0, "a")]}, str(tmp_path / "s.json"), str(tmp_path))
 
 
 def test_per_class_split_counts_and_determinism():
     items = _items({0: 10, 1: 20, 2: 7})
-    a = D.per_class_split(items, p_train=0.5, p_val=0.2, seed=3)
-    b = D.per_class_split(items, p_train=0.5, p_val=0.2, seed=3)
-    c = D.per_class_split(items, p_train=0.5, p_val=0.2, seed=4)
+    a = per_class_split(items, p_train=0.5, p_val=0.2, seed=3)
+    b = per_class_split(items, p_train=0.5, p_val=0.2, seed=3)
+    c = per_class_split(items, p_train=0.5, p_val=0.2, seed=4)
     assert a == b and a != c
     for lab, n in {0: 10, 1: 20, 2: 7}.items():
         counts = [sum(it.label == lab for it in a[k]) for k in ("train", "val", "test")]
@@ -80,7 +91,7 @@ def test_per_class_split_counts_and_determinism():
     union = a["train"] + a["val"] + a["test"]
     assert sorted(union, key=lambda it: it.impath) == sorted(items, key=lambda it: it.impath)
     with pytest.raises(ValueError, match="class 0 .*2 images"):
-        D.per_class_split(_items({0: 2, 1: 10}), 0.5, 0.2)
+        per_class_split(_items({0: 2, 1: 10}), 0.5, 0.2)
 
 
 # --------------------------------------------------------------------------- few-shot
@@ -88,7 +99,7 @@ def test_per_class_split_counts_and_determinism():
 
 def test_fewshot_counts_and_dassl_semantics():
     items = _items({0: 10, 1: 3, 2: 6})
-    out = D.fewshot_sample(items, num_shots=4, seed=7)
+    out = fewshot_sample(items, num_shots=4, seed=7)
     # classes in order of first appearance (2, 0, 1); 4 without replacement from 6 and 10;
     # the 3-item class keeps its 3 items (Dassl's default repeat=False)
     assert [it.label for it in out] == [2] * 4 + [0] * 4 + [1] * 3
@@ -112,7 +123,7 @@ def test_fewshot_counts_and_dassl_semantics():
 
 def test_fewshot_repeat_determinism_and_all():
     items = _items({0: 10, 1: 3, 2: 6})
-    rep = D.fewshot_sample(items, num_shots=5, seed=1, repeat=True)
+    rep = fewshot_sample(items, num_shots=5, seed=1, repeat=True)
     small = [it for it in rep if it.label == 1]
     assert len(small) == 5 and len(set(small)) <= 3  # drawn with replacement
     rng = random.Random(1)
@@ -121,10 +132,10 @@ def test_fewshot_repeat_determinism_and_all():
         members = [it for it in items if it.label == lab]
         expected += rng.sample(members, 5) if len(members) >= 5 else rng.choices(members, k=5)
     assert rep == expected
-    assert D.fewshot_sample(items, 4, seed=11) == D.fewshot_sample(items, 4, seed=11)
-    assert D.fewshot_sample(items, 4, seed=11) != D.fewshot_sample(items, 4, seed=12)
+    assert fewshot_sample(items, 4, seed=11) == fewshot_sample(items, 4, seed=11)
+    assert fewshot_sample(items, 4, seed=11) != fewshot_sample(items, 4, seed=12)
     for k in (0, -1):
-        full = D.fewshot_sample(items, k, seed=0)
+        full = fewshot_sample(items, k, seed=0)
         assert full == items and full is not items
 
 
@@ -139,7 +150,7 @@ def test_fewshot_matches_dassl(tmp_path):
     for repeat in (False, True):
         random.seed(5)
         ref = base.generate_fewshot_dataset(datums, num_shots=4, repeat=repeat)
-        ours = D.fewshot_sample(items, 4, seed=5, repeat=repeat)
+        ours = fewshot_sample(items, 4, seed=5, repeat=repeat)
         assert [(d.impath, d.label) for d in ref] == [(i.impath, i.label) for i in ours]
 
 
@@ -148,17 +159,17 @@ def test_fewshot_matches_dassl(tmp_path):
 
 def test_subsample_classes_relabels_in_given_order():
     train, test = _items({0: 2, 1: 2, 2: 2, 3: 0}), _items({0: 1, 1: 1, 2: 1}, prefix="/t")
-    new_train, new_test = D.subsample_classes([train, test], [2, 0])
+    new_train, new_test = subsample_classes([train, test], [2, 0])
     assert {(it.label, it.classname) for it in new_train} == {(0, "c2"), (1, "c0")}
     assert len(new_train) == 4 and len(new_test) == 2
     assert [it.impath for it in new_train] == [it.impath for it in train if it.label in (2, 0)]
-    as_dict = D.subsample_classes({"train": train, "test": test}, [1])
+    as_dict = subsample_classes({"train": train, "test": test}, [1])
     assert set(as_dict) == {"train", "test"} and {it.label for it in as_dict["test"]} == {0}
-    assert isinstance(D.subsample_classes((train, test), [1]), tuple)
+    assert isinstance(subsample_classes((train, test), [1]), tuple)
     with pytest.raises(ValueError, match="repeated"):
-        D.subsample_classes([train], [1, 1])
+        subsample_classes([train], [1, 1])
     with pytest.raises(ValueError, match=r"\[7\]"):
-        D.subsample_classes([train], [1, 7])
+        subsample_classes([train], [1, 7])
 
 
 # --------------------------------------------------------------------------- CIFAR-100
@@ -202,7 +213,7 @@ def test_cifar100_extracts_once_from_archive(tmp_path, monkeypatch):
     saves = []
     real_save = Image.Image.save
     monkeypatch.setattr(Image.Image, "save", lambda self, *a, **k: (saves.append(a[0]), real_save(self, *a, **k)))
-    d = D.extract_cifar100(root)
+    d = extract_cifar100(root)
     assert len(saves) == 18
     assert d.classnames == ["apple", "otter", "seal", "rose"]
     assert d.hierarchy_lines == ["fruit_and_vegetables/apple", "aquatic_mammals/otter",
@@ -220,7 +231,7 @@ def test_cifar100_extracts_once_from_archive(tmp_path, monkeypatch):
     # second call: nothing rewritten, the archive is not even needed any more
     mtimes = {it.impath: os.stat(it.impath).st_mtime_ns for it in d.train}
     os.remove(os.path.join(root, "cifar-100", "cifar-100-python.tar.gz"))
-    d2 = D.extract_cifar100(root)
+    d2 = extract_cifar100(root)
     assert len(saves) == 18
     assert d2.train == d.train and d2.test == d.test and d2.hierarchy_lines == d.hierarchy_lines
     assert mtimes == {it.impath: os.stat(it.impath).st_mtime_ns for it in d2.train}
@@ -238,7 +249,7 @@ def test_cifar100_from_extracted_folder_and_interrupted_run(tmp_path):
     partial = os.path.join(root, "cifar-100", "cifar-100-images", "train", "apple")
     os.makedirs(partial)
     open(os.path.join(partial, "00000.png"), "wb").write(b"truncated")
-    d = D.extract_cifar100(root)
+    d = extract_cifar100(root)
     assert os.path.isfile(os.path.join(root, "cifar-100", "cifar-100-images", ".complete"))
     first = d.train[0]
     expected = fake["train"][b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
@@ -247,8 +258,8 @@ def test_cifar100_from_extracted_folder_and_interrupted_run(tmp_path):
 
 def test_cifar100_missing_shows_layout(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
-        D.extract_cifar100(str(tmp_path))
-    assert "cifar-100-python.tar.gz" in str(e.value) and D.LAYOUTS["cifar100"] in str(e.value)
+        extract_cifar100(str(tmp_path))
+    assert "cifar-100-python.tar.gz" in str(e.value) and LAYOUTS["cifar100"] in str(e.value)
 
 
 # --------------------------------------------------------------------------- folder trees, ProTeCt lists
@@ -271,7 +282,7 @@ def _protect_cifar_tree(tree):
 def test_read_cifar100_hierarchical(tmp_path):
     tree = str(tmp_path / "cifar-100-hierarchical")
     _protect_cifar_tree(tree)
-    d = D.read_cifar100_hierarchical(str(tmp_path))
+    d = read_cifar100_hierarchical(str(tmp_path))
     assert d.hierarchy_lines == ["forest", "physical_entity/object/mountain", "physical_entity/person/baby"]
     assert d.classnames == ["forest", "mountain", "baby"]
     assert sorted(os.path.basename(it.impath) for it in d.train) == ["train_a.png", "train_b.png",
@@ -280,42 +291,42 @@ def test_read_cifar100_hierarchical(tmp_path):
         ("test_h.png", 0, "forest"), ("test_c.png", 1, "mountain"),
         ("test_e.png", 2, "baby"), ("test_f.png", 2, "baby")]
     # ProTeCt's leaf order instead of sorted paths
-    d2 = D.read_cifar100_hierarchical(str(tmp_path), class_order=["baby", "forest", "mountain"])
+    d2 = read_cifar100_hierarchical(str(tmp_path), class_order=["baby", "forest", "mountain"])
     assert d2.hierarchy_lines == ["physical_entity/person/baby", "forest", "physical_entity/object/mountain"]
     assert {it.impath: it.label for it in d2.test}[os.path.join(tree, "forest", "test_h.png")] == 1
     with pytest.raises(ValueError, match="not found.*'cat'"):
-        D.read_image_folder_tree(tree, class_order=["baby", "forest", "cat"])
+        read_image_folder_tree(tree, class_order=["baby", "forest", "cat"])
 
 
 def test_read_image_folder_tree_rejects_bad_trees(tmp_path):
     _img(str(tmp_path / "a" / "x" / "leaf" / "1.png"))
     _img(str(tmp_path / "b" / "leaf" / "2.png"))
     with pytest.raises(ValueError, match="'leaf' occurs twice"):
-        D.read_image_folder_tree(str(tmp_path))
+        read_image_folder_tree(str(tmp_path))
     other = tmp_path / "o"
     _img(str(other / "n" / "leaf" / "1.png"))
     _img(str(other / "n" / "stray.png"))
     with pytest.raises(ValueError, match="sub-folders"):
-        D.read_image_folder_tree(str(other))
+        read_image_folder_tree(str(other))
     # keep= by name collection (ProTeCt split 'fnames')
-    items, lines = D.read_image_folder_tree(str(tmp_path / "b"), keep={"2.png", "zzz.png"})
+    items, lines = read_image_folder_tree(str(tmp_path / "b"), keep={"2.png", "zzz.png"})
     assert lines == ["leaf"] and len(items) == 1
 
 
 def test_read_protect_list_and_split_names(tmp_path):
     gt = tmp_path / "gt_test.txt"
     gt.write_text("a/abbey/x.jpg,1,0\nn07753592/0.1_envelope , chest_0.9.jpg,0,1\n\n")
-    items = D.read_protect_list(str(gt), "/data/SUN397", ["envelope_class", "abbey_class"])
+    items = read_protect_items(str(gt), "/data/SUN397", ["envelope_class", "abbey_class"])
     assert items == [Item("/data/SUN397/a/abbey/x.jpg", 1, "abbey_class"),
                      Item("/data/SUN397/n07753592/0.1_envelope , chest_0.9.jpg", 0, "envelope_class")]
-    assert D.read_protect_list(str(gt), "/r")[0].classname == "abbey"
+    assert read_protect_items(str(gt), "/r")[0].classname == "abbey"
     with pytest.raises(ValueError, match=r"gt_test.txt:1: label 1 outside 0..0"):
-        D.read_protect_list(str(gt), "/r", ["only"])
+        read_protect_items(str(gt), "/r", ["only"])
     (tmp_path / "bad.txt").write_text("just_a_path.jpg\n")
     with pytest.raises(ValueError, match="bad.txt:1"):
-        D.read_protect_list(str(tmp_path / "bad.txt"), "/r")
+        read_protect_items(str(tmp_path / "bad.txt"), "/r")
     (tmp_path / "train.json").write_text(json.dumps({"fnames": ["train_a.png"], "cate": []}))
-    assert D.read_protect_split_names(str(tmp_path / "train.json")) == ["train_a.png"]
+    assert read_protect_split_names(str(tmp_path / "train.json")) == ["train_a.png"]
 
 
 # --------------------------------------------------------------------------- SUN397
@@ -338,7 +349,7 @@ def test_sun397_reads_coop_split(tmp_path):
         "test": rows(folders[1], 1, "outdoor apartment_building", [2]),
     }
     json.dump(split, open(os.path.join(root, "sun397", "split_zhou_SUN397.json"), "w"))
-    d = D.read_sun397(root)
+    d = read_sun397(root)
     assert d.classnames == ["abbey", "outdoor apartment_building", "shop bakery"]
     assert d.class_ids == folders
     assert d.test == [Item(paths[folders[1]][2], 1, "outdoor apartment_building")]
@@ -354,30 +365,30 @@ def test_sun397_creates_split_from_partitions(tmp_path):
         "".join(f"/{f}/sun_{i}.jpg\n" for f in folders for i in range(5)))
     open(os.path.join(ds, "Testing_01.txt"), "w").write(
         "".join(f"/{f}/sun_{i}.jpg\n" for f in folders for i in range(5, 10)))
-    d = D.read_sun397(root, seed=2)
+    d = read_sun397(root, seed=2)
     assert os.path.isfile(os.path.join(ds, "split_zhou_SUN397.json"))
     assert d.classnames == ["abbey", "outdoor apartment_building", "shop bakery"]
     assert [sum(it.label == k for it in d.val) for k in range(3)] == [1, 1, 1]  # round(5 * 0.2)
     assert len(d.train) == 12 and len(d.test) == 15
     assert {os.path.basename(it.impath) for it in d.test} == {f"sun_{i}.jpg" for i in range(5, 10)}
     # the file written is what is read next time
-    assert D.read_sun397(root, seed=99).train == d.train
+    assert read_sun397(root, seed=99).train == d.train
 
 
 def test_sun397_missing_and_hierarchy_path(tmp_path):
     root = str(tmp_path)
     with pytest.raises(FileNotFoundError) as e:
-        D.read_sun397(root)
+        read_sun397(root)
     assert "split_zhou_SUN397.json" in str(e.value) and "SUN397/<letter>/<class>" in str(e.value)
     _sun_images(root, per_class=1)
     with pytest.raises(FileNotFoundError, match="ClassName.txt"):
-        D.read_sun397(root)
+        read_sun397(root)
     with pytest.raises(FileNotFoundError, match="hierarchy_three_levels"):
-        D.sun397_hierarchy_file(root)
+        sun397_hierarchy_file(root)
     path = os.path.join(root, "sun397", "hierarchy_three_levels", "three_levels.csv")
     os.makedirs(os.path.dirname(path))
     open(path, "w").write("x")
-    assert D.sun397_hierarchy_file(root) == path
+    assert sun397_hierarchy_file(root) == path
 
 
 # --------------------------------------------------------------------------- ImageNet family
@@ -404,7 +415,7 @@ def _imagenet(root):
 def test_imagenet_reader_and_cache(tmp_path):
     root = str(tmp_path)
     _imagenet(root)
-    d = D.read_imagenet(root)
+    d = read_imagenet(root)
     assert d.classnames == NAMES and d.class_ids == WNIDS
     assert [it.label for it in d.train] == [0, 0, 1, 1, 1, 2, 2, 2, 2]
     assert d.train[0] == Item(os.path.join(root, "imagenet", "images", "train", WNIDS[0], f"{WNIDS[0]}_0.JPEG"),
@@ -414,15 +425,15 @@ def test_imagenet_reader_and_cache(tmp_path):
     assert os.path.isfile(cache)
     # the cache answers (a new image is not seen) until disabled or classnames.txt changes
     _img(os.path.join(root, "imagenet", "images", "train", WNIDS[1], "new.JPEG"))
-    assert len(D.read_imagenet(root).train) == 9
-    assert len(D.read_imagenet(root, cache=False).train) == 10
+    assert len(read_imagenet(root).train) == 9
+    assert len(read_imagenet(root, cache=False).train) == 10
     # new names apply at once (the cache stores paths and labels only) ...
     _classnames_file(os.path.join(root, "imagenet", "classnames.txt"), names=["a", "b", "c"])
-    d3 = D.read_imagenet(root)
+    d3 = read_imagenet(root)
     assert len(d3.train) == 9 and d3.train[0].classname == "a"
     # ... a different wnid list rescans
     _classnames_file(os.path.join(root, "imagenet", "classnames.txt"), WNIDS[::-1], ["c", "b", "a"])
-    d4 = D.read_imagenet(root)
+    d4 = read_imagenet(root)
     assert len(d4.train) == 10 and d4.train[0].classname == "c" and d4.train[0].label == 0
 
 
@@ -430,7 +441,7 @@ def test_imagenet_labels_follow_classnames_order(tmp_path):
     root = str(tmp_path)
     _imagenet(root)
     _classnames_file(os.path.join(root, "imagenet", "classnames.txt"), WNIDS[::-1], NAMES[::-1])
-    d = D.read_imagenet(root, cache=False)
+    d = read_imagenet(root, cache=False)
     assert d.class_ids == WNIDS[::-1]
     assert {it.classname: it.label for it in d.test} == {"great white shark": 0, "goldfish": 1, "tench": 2}
 
@@ -438,20 +449,20 @@ def test_imagenet_labels_follow_classnames_order(tmp_path):
 def test_imagenet_errors(tmp_path):
     root = str(tmp_path)
     with pytest.raises(FileNotFoundError) as e:
-        D.read_imagenet(root)
-    assert D.LAYOUTS["imagenet"] in str(e.value)
+        read_imagenet(root)
+    assert LAYOUTS["imagenet"] in str(e.value)
     _imagenet(root)
     os.rename(os.path.join(root, "imagenet", "images", "val", WNIDS[2]),
               os.path.join(root, "imagenet", "images", "val", "n99999999"))
     with pytest.raises(ValueError, match="n99999999"):
-        D.read_imagenet(root, cache=False)
+        read_imagenet(root, cache=False)
     os.rename(os.path.join(root, "imagenet", "images", "val", "n99999999"), str(tmp_path / "gone"))
     with pytest.raises(FileNotFoundError, match="n01484850"):
-        D.read_imagenet(root, cache=False)
+        read_imagenet(root, cache=False)
     bad = tmp_path / "cn.txt"
     bad.write_text("n01440764\n")
     with pytest.raises(ValueError, match="cn.txt:1"):
-        D.read_imagenet_classnames(str(bad))
+        read_imagenet_classnames(str(bad))
 
 
 def test_imagenet_v2(tmp_path):
@@ -461,20 +472,20 @@ def test_imagenet_v2(tmp_path):
     for k in range(3):
         for i in range(2):
             _img(os.path.join(ds, "imagenetv2-matched-frequency-format-val", str(k), f"{k}{i}abc.jpeg"))
-    d = D.read_imagenet_v2(root)
+    d = read_imagenet_v2(root)
     assert d.train == [] and d.classnames == NAMES and d.class_ids == WNIDS
     assert [(it.label, it.classname) for it in d.test[::2]] == [(0, "tench"), (1, "goldfish"), (2, "great white shark")]
     assert all(os.path.basename(os.path.dirname(it.impath)) == str(it.label) for it in d.test)
     # falls back to $DATA/imagenet/classnames.txt when the copy is missing
     os.remove(os.path.join(ds, "classnames.txt"))
     with pytest.raises(FileNotFoundError) as e:
-        D.read_imagenet_v2(root)
+        read_imagenet_v2(root)
     assert "imagenetv2-matched-frequency-format-val" in str(e.value)
     _classnames_file(os.path.join(root, "imagenet", "classnames.txt"))
-    assert D.read_imagenet_v2(root).test == d.test
+    assert read_imagenet_v2(root).test == d.test
     os.rename(os.path.join(ds, "imagenetv2-matched-frequency-format-val", "2"), str(tmp_path / "x"))
     with pytest.raises(FileNotFoundError, match="class folder 2"):
-        D.read_imagenet_v2(root)
+        read_imagenet_v2(root)
 
 
 def test_imagenet_sketch(tmp_path):
@@ -483,16 +494,16 @@ def test_imagenet_sketch(tmp_path):
     _classnames_file(os.path.join(ds, "classnames.txt"))
     for w in WNIDS:
         _img(os.path.join(ds, "images", w, "sketch_1.JPEG"))
-    d = D.read_imagenet_sketch(root)
+    d = read_imagenet_sketch(root)
     assert [it.label for it in d.test] == [0, 1, 2] and d.class_ids == WNIDS
     os.rename(os.path.join(ds, "images", WNIDS[1]), str(tmp_path / "x"))
     with pytest.raises(FileNotFoundError, match="1 missing"):
-        D.read_imagenet_sketch(root)
+        read_imagenet_sketch(root)
 
 
 @pytest.mark.parametrize("reader,folder,sub", [
-    (D.read_imagenet_a, "imagenet-adversarial", "imagenet-a"),
-    (D.read_imagenet_r, "imagenet-rendition", "imagenet-r"),
+    (read_imagenet_a, "imagenet-adversarial", "imagenet-a"),
+    (read_imagenet_r, "imagenet-rendition", "imagenet-r"),
 ])
 def test_imagenet_a_r_reindex_subset(tmp_path, reader, folder, sub):
     root = str(tmp_path)
@@ -531,9 +542,9 @@ def test_rare_species_split_created_once_and_deterministic(tmp_path):
     a, b, c = (str(tmp_path / x) for x in "abc")
     for r in (a, b, c):
         _rare(r)
-    da = D.read_rare_species(a, seed=1)
-    db = D.read_rare_species(b, seed=1)
-    D.read_rare_species(c, seed=2)
+    da = read_rare_species(a, seed=1)
+    db = read_rare_species(b, seed=1)
+    read_rare_species(c, seed=2)
     split_name = os.path.join("rare_species", "split_hyptree_RareSpecies.json")
     ja, jb, jc = (json.load(open(os.path.join(r, split_name))) for r in (a, b, c))
     assert ja == jb and ja != jc
@@ -544,13 +555,13 @@ def test_rare_species_split_created_once_and_deterministic(tmp_path):
     assert len(paths) == len(set(paths)) == 30
     assert [it.classname for it in da.train if it.label == 0][0] == sorted(SPECIES)[0]
     # the saved split is reused: another seed does not re-split
-    assert D.read_rare_species(a, seed=5).train == da.train
+    assert read_rare_species(a, seed=5).train == da.train
     assert db.test == [Item(it.impath.replace(a, b), it.label, it.classname) for it in da.test]
 
 
 def test_rare_species_missing(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
-        D.read_rare_species(str(tmp_path))
+        read_rare_species(str(tmp_path))
     assert "phylum" in str(e.value) and "rare_species/" in str(e.value)
 
 
@@ -561,4 +572,4 @@ def test_list_images_filters_and_sorts(tmp_path):
     for n in ("b.JPEG", "a.png", ".hidden.jpg", "c.txt", "d.Jpg"):
         (tmp_path / n).write_bytes(b"x")
     (tmp_path / "e.jpg").mkdir()
-    assert D.list_images(str(tmp_path)) == ["a.png", "b.JPEG", "d.Jpg"]
+    assert list_images(str(tmp_path)) == ["a.png", "b.JPEG", "d.Jpg"]

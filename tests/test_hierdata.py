@@ -5,15 +5,16 @@ import random
 
 import pytest
 
-from hyptree.data import readers as D
 from hyptree.run.config import default_config
 from hyptree.data.build import (
     DATASET_NAMES,
     HIERARCHY_SOURCES,
+    LAYOUTS,
     PROTECT_DIRS,
     build_hierarchical_dataset as build,
     match_classes,
 )
+from hyptree.data.common import fewshot_sample
 from hyptree.run.factory import dataset_options
 from hyptree.tree import Taxonomy, split_base_novel
 from hyptree.tree.io import read_paths_file, write_paths_file
@@ -100,8 +101,8 @@ def test_toy_fewshot_is_maples_order(toy_root):
 
     raw = make_toy_dataset(toy_root)
     rng = random.Random(4)
-    exp_train = D.fewshot_sample(raw.train, 2, 0, rng=rng)
-    exp_val = D.fewshot_sample(raw.val, 2, 0, rng=rng)
+    exp_train = fewshot_sample(raw.train, 2, 0, rng=rng)
+    exp_val = fewshot_sample(raw.val, 2, 0, rng=rng)
     hd = build("toy", toy_root, num_shots=2, seed=4)
     assert [it.impath for it in hd.train_x] == [it.impath for it in exp_train]
     assert [it.impath for it in hd.val] == [it.impath for it in exp_val]
@@ -404,7 +405,7 @@ def test_errors(tmp_path, toy_root):
                          ("imagenet_sketch", "imagenet_sketch"), ("rare_species", "rare_species")):
         with pytest.raises(FileNotFoundError) as e:
             build(name, str(tmp_path / "empty"))
-        assert D.LAYOUTS[layout] in str(e.value), name
+        assert LAYOUTS[layout] in str(e.value), name
     with pytest.raises(FileNotFoundError, match="cifar-100-hierarchical"):
         build("cifar100", str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="taxonomy file not found: .*nope.txt"):

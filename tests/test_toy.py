@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from hyptree.data import toy
-from hyptree.data.readers import read_coop_split
+from hyptree.data.common import read_coop_split
 
 
 def _digest(items):

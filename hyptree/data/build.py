@@ -1,14 +1,14 @@
 """One entry point per dataset: images, splits and the taxonomy they are labelled by.
 
 :func:`build_hierarchical_dataset` returns a :class:`HierDataset`: train/val/test lists of
-:class:`~hyptree.data.readers.Item` whose label ``k`` is leaf ``k`` of ``taxonomy``. The Dassl
+:class:`~hyptree.data.common.Item` whose label ``k`` is leaf ``k`` of ``taxonomy``. The Dassl
 wrappers in ``datasets/`` only turn the items into ``Datum`` objects; everything else
 (where the hierarchy comes from, matching its leaves to the dataset's classes, base/novel
 subsets, few-shot sampling) happens here, without Dassl.
 
 Steps, in this order (MaPLe's order where MaPLe has the step):
 
-1. Read the images and splits (``hyptree.data.readers`` / ``hyptree.data.toy`` readers).
+1. Read the images and splits: the dataset module's ``load_<dataset>`` (:data:`_REGISTRY`).
 2. Read the hierarchy, first found of (see :data:`HIERARCHY_SOURCES`):
    ``taxonomy_file`` > ProTeCt's ``$DATA/protect/<dir>/tree.npy`` > the dataset's own source.
 3. Match the dataset's classes to the tree's leaves (by the source's class id - WNID,
@@ -43,15 +43,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from hyptree.data import readers as D
-from hyptree.data.readers import Item, SplitData, fewshot_sample, subsample_classes
+from hyptree.data import cifar100, imagenet, rare_species, sun397, toy
+from hyptree.data.common import SUBSAMPLE_CHOICES, Item, RawDataset, fewshot_sample, subsample_classes
 from hyptree.tree.checks import default_display_name
 from hyptree.tree.io.detect import read_taxonomy
-from hyptree.tree.io.imagenet import read_imagenet_meta
-from hyptree.tree.io.paths import read_paths_file
 from hyptree.tree.io.protect import read_protect_tree
-from hyptree.tree.io.rare_species import read_rare_species as read_rare_species_taxonomy
-from hyptree.tree.io.sun397 import read_sun397_hierarchy
 from hyptree.tree.splits import split_base_novel
 from hyptree.tree.taxonomy import Taxonomy
 
@@ -61,51 +57,63 @@ __all__ = [
     "TARGET_DATASETS",
     "PROTECT_DIRS",
     "HIERARCHY_SOURCES",
+    "LAYOUTS",
     "build_hierarchical_dataset",
     "match_classes",
 ]
 
 log = logging.getLogger(__name__)
 
-DATASET_NAMES = (
-    "cifar100", "sun397", "imagenet", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r",
-    "rare_species", "toy",
-)
+# ---------------------------------------------------------------------------------------
+# Registry: one entry per dataset (adding a dataset = its module + one line here)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    load: Callable[..., RawDataset]  # (root, **opts) -> RawDataset
+    protect_dirs: Tuple[str, ...]  # folders under $DATA/protect/ searched for tree.npy, in order
+    hierarchy: str  # the dataset's own hierarchy source, for docs and errors
+
+
+_IMAGENET_CUT = "the ImageNet hierarchy (meta.mat as for imagenet), cut down to the dataset's"
+
+_REGISTRY: Dict[str, _Entry] = {
+    "cifar100": _Entry(cifar100.load_cifar100, ("cifar100",),
+                       "$DATA/cifar-100-hierarchical/ folder tree when the images come from it, "
+                       "else the archive's 20 coarse -> 100 fine classes"),
+    "sun397": _Entry(sun397.load_sun397, ("sun",),
+                     "$DATA/sun397/hierarchy_three_levels/three_levels.csv (SUN's three-level table)"),
+    "imagenet": _Entry(imagenet.load_imagenet, ("imagenet",),
+                       "$DATA/imagenet/ILSVRC2012_devkit_t12/data/meta.mat (or $DATA/imagenet/meta.mat)"),
+    "imagenetv2": _Entry(imagenet.load_imagenet_v2, ("imagenetV2", "imagenet"), f"{_IMAGENET_CUT} classes"),
+    "imagenet_sketch": _Entry(imagenet.load_imagenet_sketch, ("imagenet-sketch", "imagenet"),
+                              f"{_IMAGENET_CUT} classes"),
+    "imagenet_a": _Entry(imagenet.load_imagenet_a, ("imagenet-a", "imagenet"), f"{_IMAGENET_CUT} 200 classes"),
+    "imagenet_r": _Entry(imagenet.load_imagenet_r, ("imagenet-r", "imagenet"), f"{_IMAGENET_CUT} 200 classes"),
+    "rare_species": _Entry(rare_species.load_rare_species, (),
+                           "the class folder names phylum_class_order_family_genus_species"),
+    "toy": _Entry(toy.load_toy, (), "$DATA/toy_hier/hierarchy.txt (generated with the images)"),
+}
+
+DATASET_NAMES = tuple(_REGISTRY)
 """Names :func:`build_hierarchical_dataset` accepts."""
 
 TARGET_DATASETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 """Test-only cross-domain targets: empty train split; ``tree`` is their name."""
 
-PROTECT_DIRS: Dict[str, Tuple[str, ...]] = {
-    "cifar100": ("cifar100",),
-    "sun397": ("sun",),
-    "imagenet": ("imagenet",),
-    "imagenetv2": ("imagenetV2", "imagenet"),
-    "imagenet_sketch": ("imagenet-sketch", "imagenet"),
-    "imagenet_a": ("imagenet-a", "imagenet"),
-    "imagenet_r": ("imagenet-r", "imagenet"),
-    "rare_species": (),
-    "toy": (),
-}
+PROTECT_DIRS: Dict[str, Tuple[str, ...]] = {k: e.protect_dirs for k, e in _REGISTRY.items()}
 """Folders under ``$DATA/protect/`` searched for ProTeCt's ``tree.npy``, in order. An
 ImageNet variant uses its own ProTeCt tree, else ImageNet's (cut down to its classes)."""
 
-HIERARCHY_SOURCES: Dict[str, str] = {
-    "cifar100": "$DATA/cifar-100-hierarchical/ folder tree when the images come from it, "
-                "else the archive's 20 coarse -> 100 fine classes",
-    "sun397": "$DATA/sun397/hierarchy_three_levels/three_levels.csv (SUN's three-level table)",
-    "imagenet": "$DATA/imagenet/ILSVRC2012_devkit_t12/data/meta.mat (or $DATA/imagenet/meta.mat)",
-    "imagenetv2": "the ImageNet hierarchy (meta.mat as for imagenet), cut down to the dataset's classes",
-    "imagenet_sketch": "the ImageNet hierarchy (meta.mat as for imagenet), cut down to the dataset's classes",
-    "imagenet_a": "the ImageNet hierarchy (meta.mat as for imagenet), cut down to the dataset's 200 classes",
-    "imagenet_r": "the ImageNet hierarchy (meta.mat as for imagenet), cut down to the dataset's 200 classes",
-    "rare_species": "the class folder names phylum_class_order_family_genus_species",
-    "toy": "$DATA/toy_hier/hierarchy.txt (generated with the images)",
-}
+HIERARCHY_SOURCES: Dict[str, str] = {k: e.hierarchy for k, e in _REGISTRY.items()}
 """The dataset's own hierarchy source, used when neither ``taxonomy_file`` nor a ProTeCt
 tree (:data:`PROTECT_DIRS`) is present."""
 
-SUBSAMPLE_CHOICES = ("all", "base", "new")
+LAYOUTS: Dict[str, str] = {
+    **cifar100.LAYOUTS, **sun397.LAYOUTS, **imagenet.LAYOUTS, **rare_species.LAYOUTS, **toy.LAYOUTS,
+}
+"""Every dataset module's expected on-disk layout (the text its "not found" errors quote)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,177 +229,11 @@ def _display_fallback(tax: Taxonomy, ids: Sequence[str], names: Sequence[str]) -
 
 
 # ---------------------------------------------------------------------------------------
-# Per-dataset readers
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Raw:
-    data: SplitData
-    ids: List[str]  # per label: the source's class id
-    keys: List[List[str]]  # per label: candidate leaf names, best first
-    native: Callable[[], Tuple[Taxonomy, str]]  # the dataset's own hierarchy and a description
-
-
-def _unique(xs) -> List[str]:
-    out = []
-    for x in xs:
-        if x and x not in out:
-            out.append(x)
-    return out
-
-
-def _plain_keys(d: SplitData) -> Tuple[List[str], List[List[str]]]:
-    ids = list(d.class_ids) if d.class_ids else list(d.classnames)
-    return ids, [_unique([i, n]) for i, n in zip(ids, d.classnames)]
-
-
-def _lines_taxonomy(lines: Sequence[str], classnames: Sequence[str], source: str) -> Taxonomy:
-    return Taxonomy.from_paths(list(lines), class_order=list(classnames), source=source)
-
-
-def _load_toy(root: str, toy_seed: int = 0, n_train: int = 8, n_val: int = 4, n_test: int = 6,
-              image_size: int = 32) -> _Raw:
-    from hyptree.data.toy import TOY_DIR, make_toy_dataset
-
-    d = make_toy_dataset(root, seed=toy_seed, n_train=n_train, n_val=n_val, n_test=n_test, image_size=image_size)
-    path = os.path.join(root, TOY_DIR, "hierarchy.txt")
-
-    def native():
-        if not os.path.isfile(path):
-            raise D._layout_error("hierarchy.txt", path, "toy_hier")
-        return read_paths_file(path, class_order=d.classnames), path
-
-    ids, keys = _plain_keys(d)
-    return _Raw(d, ids, keys, native)
-
-
-def _load_cifar100(root: str, cifar_source: str = "auto") -> _Raw:
-    """``cifar_source``: ``auto`` (the hierarchical folder if present, else the archive),
-    ``hierarchical`` or ``archive``."""
-    if cifar_source not in ("auto", "hierarchical", "archive"):
-        raise ValueError(f"cifar_source must be auto, hierarchical or archive; got {cifar_source!r}")
-    hier_dir = os.path.join(root, D.CIFAR100_HIER_DIR)
-    use_hier = cifar_source == "hierarchical" or (cifar_source == "auto" and os.path.isdir(hier_dir))
-    if use_hier:
-        d = D.read_cifar100_hierarchical(root)
-        desc = f"{hier_dir} (ProTeCt's hierarchical CIFAR-100 folder tree)"
-    else:
-        try:
-            d = D.extract_cifar100(root)
-        except FileNotFoundError as e:
-            if cifar_source == "archive":
-                raise
-            raise FileNotFoundError(
-                f"{e}\nor ProTeCt's hierarchical version:\n{D.LAYOUTS['cifar100_hier']}"
-            ) from None
-        desc = f"{os.path.join(root, D.CIFAR100_DIR)} (CIFAR-100 archive: coarse -> fine)"
-    ids, keys = _plain_keys(d)
-    return _Raw(d, ids, keys, lambda: (_lines_taxonomy(d.hierarchy_lines, d.classnames, desc), desc))
-
-
-def _sun_keys(folder: str, classname: str) -> List[str]:
-    parts = [p for p in folder.strip("/").split("/") if p]
-    if len(parts) > 1 and len(parts[0]) == 1:
-        parts = parts[1:]
-    # CoOp's name reversed ('indoor_apse'), ProTeCt's order ('apse_indoor'), CoOp's class name
-    return _unique(["_".join(parts[::-1]), "_".join(parts), classname, folder])
-
-
-def _load_sun397(root: str) -> _Raw:
-    d = D.read_sun397(root)
-
-    def native():
-        path = D.sun397_hierarchy_file(root)
-        return read_sun397_hierarchy(path, name_style="coop"), f"{path} (SUN397 three-level table)"
-
-    keys = [_sun_keys(f, n) for f, n in zip(d.class_ids, d.classnames)]
-    return _Raw(d, list(d.class_ids), keys, native)
-
-
-def _imagenet_meta_file(root: str) -> str:
-    cands = [
-        os.path.join(root, "imagenet", "ILSVRC2012_devkit_t12", "data", "meta.mat"),
-        os.path.join(root, "imagenet", "meta.mat"),
-    ]
-    for p in cands:
-        if os.path.isfile(p):
-            return p
-    raise FileNotFoundError(
-        f"ImageNet hierarchy not found: none of {cands}\n"
-        "Extract the devkit ILSVRC2012_devkit_t12.tar.gz in $DATA/imagenet/ (for data/meta.mat), "
-        "or copy ProTeCt's tree to $DATA/protect/imagenet/tree.npy, "
-        "or set TRAINER.HYPTREE.TAXONOMY.FILE to a taxonomy paths file."
-    )
-
-
-def _imagenet_full_classnames(root: str, dataset_dir: str) -> Dict[str, str]:
-    for path in (os.path.join(root, dataset_dir, "classnames.txt"), os.path.join(root, "imagenet", "classnames.txt")):
-        if os.path.isfile(path):
-            return dict(D.read_imagenet_classnames(path))
-    return {}
-
-
-def _imagenet_native(root: str, dataset_dir: str, what: str) -> Callable[[], Tuple[Taxonomy, str]]:
-    """The ImageNet hierarchy over all classes of ``classnames.txt`` (the same tree an
-    ImageNet run uses); matching then cuts it down to the dataset's classes."""
-
-    def native():
-        path = _imagenet_meta_file(root)
-        full = _imagenet_full_classnames(root, dataset_dir)
-        tax = read_imagenet_meta(path, class_order=list(full) or None, display_names=full or None)
-        return tax, f"{path} (ImageNet WordNet hierarchy{what})"
-
-    return native
-
-
-def _load_imagenet(root: str, cache: bool = True) -> _Raw:
-    d = D.read_imagenet(root, cache=cache)
-    ids, keys = _plain_keys(d)
-    return _Raw(d, ids, keys, _imagenet_native(root, "imagenet", ""))
-
-
-def _variant_loader(reader, dataset_dir: str):
-    def load(root: str) -> _Raw:
-        d = reader(root)
-        ids, keys = _plain_keys(d)
-        what = f", cut down to the {len(ids)} classes of {dataset_dir}"
-        return _Raw(d, ids, keys, _imagenet_native(root, dataset_dir, what))
-
-    return load
-
-
-def _load_rare_species(root: str) -> _Raw:
-    d = D.read_rare_species(root)
-    src = os.path.join(root, D.RARE_SPECIES_DIR, "images")
-
-    def native():
-        tax = read_rare_species_taxonomy(list(d.class_ids))
-        return tax, f"{src} (Rare Species folder names)"
-
-    ids, keys = _plain_keys(d)
-    return _Raw(d, ids, keys, native)
-
-
-_LOADERS: Dict[str, Callable[..., _Raw]] = {
-    "toy": _load_toy,
-    "cifar100": _load_cifar100,
-    "sun397": _load_sun397,
-    "imagenet": _load_imagenet,
-    "imagenetv2": _variant_loader(D.read_imagenet_v2, "imagenetv2"),
-    "imagenet_sketch": _variant_loader(D.read_imagenet_sketch, "imagenet-sketch"),
-    "imagenet_a": _variant_loader(D.read_imagenet_a, "imagenet-adversarial"),
-    "imagenet_r": _variant_loader(D.read_imagenet_r, "imagenet-rendition"),
-    "rare_species": _load_rare_species,
-}
-
-
-# ---------------------------------------------------------------------------------------
 # Hierarchy resolution
 # ---------------------------------------------------------------------------------------
 
 
-def _resolve_hierarchy(name: str, root: str, raw: _Raw, taxonomy_file: str) -> Tuple[Taxonomy, str, bool]:
+def _resolve_hierarchy(name: str, root: str, raw: RawDataset, taxonomy_file: str) -> Tuple[Taxonomy, str, bool]:
     """``(tree, description, user_given)`` by priority: taxonomy_file > ProTeCt > native."""
     if taxonomy_file:
         path = os.path.abspath(os.path.expanduser(str(taxonomy_file)))
@@ -411,6 +253,35 @@ def _resolve_hierarchy(name: str, root: str, raw: _Raw, taxonomy_file: str) -> T
             return read_protect_tree(path), f"ProTeCt tree {path}", True
     tax, desc = raw.native()
     return tax, desc, False
+
+
+def _matched_taxonomy(
+    key: str, root: str, raw: RawDataset, taxonomy_file: str
+) -> Tuple[Taxonomy, List[str], List[int], List[str], str]:
+    """The hierarchy (:func:`_resolve_hierarchy`) cut down to the dataset's classes:
+    ``(full_taxonomy, ids of the kept classes, kept labels, dropped ids, source)``."""
+    tree, source, user_given = _resolve_hierarchy(key, root, raw, taxonomy_file)
+    leaf = match_classes(tree, raw.keys, source)
+    kept = [k for k, x in enumerate(leaf) if x is not None]
+    dropped = [raw.ids[k] for k, x in enumerate(leaf) if x is None]
+    if not kept:
+        raise ValueError(
+            f"{key}: none of the dataset's {len(leaf)} classes is a leaf of {source} "
+            f"(dataset classes e.g. {raw.ids[:3]}, tree leaves e.g. {list(tree.class_names[:3])})"
+        )
+    if dropped:
+        if not user_given:
+            raise ValueError(
+                f"{key}: {len(dropped)} classes are not leaves of {source}: {dropped[:5]}"
+            )
+        log.warning("%s: %d of %d classes are not leaves of %s and are left out, e.g. %s",
+                    key, len(dropped), len(leaf), source, dropped[:5])
+    if len(kept) < tree.num_classes:
+        source += f", cut down to the dataset's {len(kept)} classes"
+    ids = [raw.ids[k] for k in kept]
+    full = tree.subtree([leaf[k] for k in kept])
+    full = _display_fallback(full, ids, [raw.data.classnames[k] for k in kept])
+    return full, ids, kept, dropped, source
 
 
 def _relabel(items: Sequence[Item], names: Sequence[str]) -> List[Item]:
@@ -457,7 +328,7 @@ def build_hierarchical_dataset(
             expected layout.
     """
     key = str(name).strip().lower()
-    if key not in _LOADERS:
+    if key not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
     if subsample not in SUBSAMPLE_CHOICES:
         raise ValueError(f"subsample = {subsample!r}; expected one of {', '.join(SUBSAMPLE_CHOICES)}")
@@ -465,43 +336,20 @@ def build_hierarchical_dataset(
         raise ValueError(f"split_mode = {split_mode!r}; expected balanced or first_half")
     root = os.path.abspath(os.path.expanduser(str(root)))
     try:
-        raw = _LOADERS[key](root, **opts)
+        raw = _REGISTRY[key].load(root, **opts)
     except TypeError as e:
         if "unexpected keyword" in str(e):
             raise TypeError(f"{key}: {e}") from None
         raise
     d = raw.data
-
-    # hierarchy, matched to the dataset's classes
-    tree, source, user_given = _resolve_hierarchy(key, root, raw, taxonomy_file)
-    leaf = match_classes(tree, raw.keys, source)
-    kept = [k for k, x in enumerate(leaf) if x is not None]
-    dropped = [raw.ids[k] for k, x in enumerate(leaf) if x is None]
-    if not kept:
-        raise ValueError(
-            f"{key}: none of the dataset's {len(leaf)} classes is a leaf of {source} "
-            f"(dataset classes e.g. {raw.ids[:3]}, tree leaves e.g. {list(tree.class_names[:3])})"
-        )
-    if dropped:
-        if not user_given:
-            raise ValueError(
-                f"{key}: {len(dropped)} classes are not leaves of {source}: {dropped[:5]}"
-            )
-        log.warning("%s: %d of %d classes are not leaves of %s and are left out, e.g. %s",
-                    key, len(dropped), len(leaf), source, dropped[:5])
-    if len(kept) < tree.num_classes:
-        source += f", cut down to the dataset's {len(kept)} classes"
-    ids = [raw.ids[k] for k in kept]
-    full = tree.subtree([leaf[k] for k in kept])
-    full = _display_fallback(full, ids, [d.classnames[k] for k in kept])
+    full, ids, kept, dropped, source = _matched_taxonomy(key, root, raw, taxonomy_file)
 
     # few-shot (all classes, MaPLe's order: train, then val on the same generator)
     # (a reader's val that *is* its test set counts as no val: filled in at the end, unsampled)
     rng = random.Random(seed)
     train = fewshot_sample(d.train, num_shots, seed, rng=rng)
     val = fewshot_sample(d.val, min(num_shots, 4), seed, rng=rng) if d.val is not d.test else []
-    test = d.test
-    splits = {"train": train, "val": val, "test": test}
+    splits = {"train": train, "val": val, "test": d.test}
     if dropped:
         splits = _subsample_present(splits, kept)
 
