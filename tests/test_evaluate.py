@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from hyptree.run.config import default_config
-from hyptree.eval.evaluate import (
-    TrainLog, evaluate, format_metrics, write_run,
-)
+from hyptree.eval.evaluate import evaluate
+from hyptree.eval.runfiles import format_metrics, write_run
+from hyptree.eval.trainlog import TrainLog
 from hyptree.eval.metrics import hierarchical_metrics
 from hyptree.run.records import config_hash, evaluation_cuts_for, run_record
 from helpers import LINES, make_model

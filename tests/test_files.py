@@ -77,3 +77,16 @@ def test_build_file_once(tmp_path):
     assert build_file_once(p, lambda f: f.write(b"abc"))
     assert not build_file_once(p, lambda f: f.write(b"other"))
     assert open(p, "rb").read() == b"abc"
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        import importlib
+
+        import hyptree.utils.files as files
+        importlib.reload(files)
+        files.atomic_write_text(str(tmp_path / "r.json"), "{}")
+        assert (os.stat(tmp_path / "r.json").st_mode & 0o777) == 0o644
+    finally:
+        os.umask(mask)

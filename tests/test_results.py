@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fixtures_runs as F
-from hyptree.eval import results as R
+from hyptree.eval import runs as RN, tables as R
 
 B2N = "base2new"
 COMMON = "cifar100/shots_16/MaPLeHypTree/hyptree"
@@ -171,10 +171,10 @@ def test_model_dir_matches_by_suffix_after_moving_the_output(tmp_path):
         rec = json.loads(path.read_text())
         rec["model_dir"] = f"/cluster/me/output/{B2N}/train_base/{COMMON}/seed{s}"
         path.write_text(json.dumps(rec))
-    groups = R.group_runs(R.load_runs(str(tmp_path)))
+    groups = RN.group_runs(RN.load_runs(str(tmp_path)))
     assert len(groups) == 1 and sorted(groups[0].parts["novel"]) == [1, 2, 3]
     # also when the collected root is deeper than the layout's top
-    groups = R.group_runs(R.load_runs(str(tmp_path / B2N)))
+    groups = RN.group_runs(RN.load_runs(str(tmp_path / B2N)))
     assert len(groups) == 1 and groups[0].kind == "base2novel"
 
 
@@ -237,17 +237,17 @@ def test_crossdomain_missing_target_seed_flagged(tmp_path):
 
 def test_load_runs_errors_and_warnings(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
-        R.load_runs(str(tmp_path / "nope"))
+        RN.load_runs(str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="no results.json under"):
-        R.load_runs(str(tmp_path))
+        RN.load_runs(str(tmp_path))
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "results.json").write_text("{half")
     with pytest.warns(UserWarning, match="bad.results.json: skipped"):
         with pytest.raises(FileNotFoundError, match="no readable results.json"):
-            R.load_runs(str(tmp_path))
+            RN.load_runs(str(tmp_path))
     F.write_results(tmp_path / "good" / "seed1")
     with pytest.warns(UserWarning):
-        assert len(R.load_runs(str(tmp_path))) == 1
+        assert len(RN.load_runs(str(tmp_path))) == 1
 
 
 def test_missing_metric_shows_dash(tmp_path):

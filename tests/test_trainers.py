@@ -223,7 +223,7 @@ def test_backbone_is_implied_and_contradictions_are_refused(env):
 
 
 def test_train_log_has_every_term_and_curvature(env):
-    from hyptree.eval.evaluate import TrainLog
+    from hyptree.eval.trainlog import TrainLog
 
     rows = TrainLog.read(os.path.join(trained(env, "MaPLeHypTree"), "train_log.jsonl"))
     assert [r["epoch"] for r in rows] == sorted(r["epoch"] for r in rows)
@@ -306,7 +306,7 @@ def test_amp_path_with_grad_scaler(env, monkeypatch, trainer):
     (fp16 autocast and a CPU GradScaler), enough to run the scaler branch end to end.
     PromptSRC keeps its self-regulating terms and GPA under amp (the original drops both)."""
     import trainers.hyptree_base as base
-    from hyptree.eval.evaluate import TrainLog
+    from hyptree.eval.trainlog import TrainLog
 
     monkeypatch.setattr(base, "resolve_precision", lambda prec, device: "amp")
     out = env["base"] / f"amp_{trainer}"

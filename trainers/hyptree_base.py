@@ -5,12 +5,13 @@ Everything substantive lives in ``hyptree``; this file maps Dassl's hooks onto i
 * data: Dassl's ``DataManager``; the tree is ``self.dm.dataset.taxonomy`` (the base, novel
   or target-domain sub-tree, leaf ``k`` = label ``k``);
 * model: ``hyptree.model.hierarchical.HierarchicalCLIP`` on ``hyptree.model.clip_model.load_clip`` weights;
-* checkpoints: one registered module, ``learnable`` (``hyptree.run.training.CheckpointModule``):
+* checkpoints: one registered module, ``learnable`` (``hyptree.run.training.learnable_checkpoint``):
   the prompt learner (with MaPLe's coupling layers), the fusion q/k and the curvatures, plus
   the random-number and GPA state as extra state. Never the frozen CLIP;
 * optimiser: Dassl's ``build_optimizer``; schedule: ``hyptree.run.training.build_lr_scheduler``
   (Dassl's schedules, loadable state; see its docstring);
-* evaluation: ``hyptree.eval.evaluate`` (LA/HCA/MTA; writes results.json & co. into OUTPUT_DIR).
+* evaluation: ``hyptree.eval.evaluate`` (LA/HCA/MTA), written into OUTPUT_DIR by
+  ``hyptree.run.records.write_evaluation`` (results.json & co.).
 """
 import os.path as osp
 
@@ -19,20 +20,16 @@ from dassl.engine import TrainerX
 from dassl.optim import build_optimizer
 from dassl.utils import load_checkpoint
 
+from hyptree.eval import TRAIN_LOG_FILE, TrainLog, evaluate, format_metrics
 from hyptree.model.clip_model import load_clip
-from hyptree.run.config import check_config
-from hyptree.eval.evaluate import (
-    RESULTS_FILE, TrainLog, evaluate, format_metrics, write_run,
-)
+from hyptree.run.config import configure_for_trainer
 from hyptree.run.factory import build_model
-from hyptree.run.records import evaluation_cuts_for, run_record
+from hyptree.run.records import evaluation_cuts_for, write_evaluation
 from hyptree.run.training import (
-    CheckpointModule, RNGState, autocast, build_lr_scheduler, grad_scaler, resolve_backbone,
-    resolve_precision,
+    autocast, build_lr_scheduler, grad_scaler, learnable_checkpoint, loss_summary, resolve_precision,
 )
 
 CHECKPOINT_NAME = "learnable"  # checkpoints: OUTPUT_DIR/learnable/model.pth.tar-N
-TRAIN_LOG = "train_log.jsonl"
 
 
 class HierTrainer(TrainerX):
@@ -43,15 +40,7 @@ class HierTrainer(TrainerX):
 
     # ------------------------------------------------------------------ setup
     def check_cfg(self, cfg):
-        h = cfg.TRAINER.HYPTREE
-        backbone = resolve_backbone(h.BACKBONE, self.BACKBONE, type(self).__name__)
-        if h.BACKBONE != backbone:
-            frozen = cfg.is_frozen()
-            cfg.defrost()
-            h.BACKBONE = backbone
-            if frozen:
-                cfg.freeze()
-        check_config(cfg)
+        configure_for_trainer(cfg, self.BACKBONE, type(self).__name__)
 
     def build_model(self):
         cfg, h = self.cfg, self.cfg.TRAINER.HYPTREE
@@ -73,8 +62,7 @@ class HierTrainer(TrainerX):
               f"{self.taxonomy.num_classes} classes, {self.taxonomy.num_nodes} nodes")
         self.model = build_model(cfg, clip_model, self.taxonomy).to(self.device)
 
-        self.learnable = CheckpointModule(self.model.learnable_modules())
-        self.learnable.add_state("rng", RNGState({"tree_cuts": self.model.objective.rng}))
+        self.learnable = learnable_checkpoint(self.model)
         params = [p for p in self.learnable.parameters() if p.requires_grad]
         print(f"Learnable: {sum(p.numel() for p in params):,} parameters in "
               f"{', '.join(name for name, _ in self.learnable.named_children())}")
@@ -94,7 +82,7 @@ class HierTrainer(TrainerX):
     # ------------------------------------------------------------------ training
     def before_train(self):
         super().before_train()  # resumes from OUTPUT_DIR or RESUME; tensorboard
-        self.train_log = TrainLog(osp.join(self.output_dir, TRAIN_LOG))
+        self.train_log = TrainLog(osp.join(self.output_dir, TRAIN_LOG_FILE))
         self.train_log.truncate(self.start_epoch)  # drop an interrupted epoch's lines
         if self.start_epoch > 0:
             restored = self.learnable.restore_state()
@@ -119,9 +107,7 @@ class HierTrainer(TrainerX):
             self.scaler.update()
         if self.model.objective.curvatures is not None:
             self.model.objective.curvatures.clamp_()
-        names = [k for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1]
-        values = torch.stack([out[k].detach().float().reshape(()) for k in names])
-        summary = dict(zip(names, values.tolist()))  # one device sync for all terms
+        summary = loss_summary(out)
         self.train_log.append(epoch=self.epoch + 1, iteration=self.epoch * self.num_batches + self.batch_idx,
                               batch=self.batch_idx, lr=self.get_current_lr(), **summary)
         if (self.batch_idx + 1) == self.num_batches:
@@ -187,14 +173,9 @@ class HierTrainer(TrainerX):
             self.write_scalar(f"{split}/{key}", metrics[key], step)
         for d, value in enumerate(metrics["depth_acc"], start=1):
             self.write_scalar(f"{split}/depth{d}", value, step)
-        curv = None
-        if embeddings["curv_text"] == embeddings["curv_text"]:  # not NaN
-            curv = {k: float(embeddings[f"curv_{k}"]) for k in ("text", "image", "inter")}
-        record = run_record(self.cfg, metrics, split=split, tree=self.tree, taxonomy=self.taxonomy,
-                            taxonomy_source=self.taxonomy_source, epoch=self.evaluated_epoch,
-                            model_dir=self.model_dir, curvatures=curv, num_cuts=len(self.cuts))
-        name = RESULTS_FILE if split == "test" else f"results_{split}.json"
-        paths = write_run(self.output_dir, record, self.taxonomy, self.cuts,
-                          embeddings if split == "test" else None, results_name=name)
+        paths = write_evaluation(self.cfg, self.output_dir, metrics, embeddings, split=split,
+                                 tree=self.tree, taxonomy=self.taxonomy, cuts=self.cuts,
+                                 taxonomy_source=self.taxonomy_source, epoch=self.evaluated_epoch,
+                                 model_dir=self.model_dir)
         print(f"Wrote {paths['results']}")
         return metrics["LA"]

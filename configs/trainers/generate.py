@@ -21,6 +21,7 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
 
 CLIP_INPUT = {
     "SIZE": (224, 224),
@@ -213,6 +214,10 @@ def all_files():
 
 
 def main(argv=None):
+    if ROOT not in sys.path:  # the checkout's hyptree, also when it is not installed
+        sys.path.insert(0, ROOT)
+    from hyptree.utils.files import atomic_write_text
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="only report files that differ")
     args = p.parse_args(argv)
@@ -224,9 +229,7 @@ def main(argv=None):
             continue
         stale.append(rel)
         if not args.check:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
+            atomic_write_text(path, text)
     verb = "differ" if args.check else "written"
     print(f"{len(stale)} file(s) {verb}" + (": " + ", ".join(stale) if stale else ""))
     return 1 if (args.check and stale) else 0

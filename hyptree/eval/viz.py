@@ -44,6 +44,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle
 from matplotlib import colormaps
 
+from hyptree.eval.runfiles import RESULTS_FILE
+from hyptree.eval.trainlog import TRAIN_LOG_FILE
+from hyptree.utils.files import atomic_open
+
 __all__ = [
     "read_train_log",
     "plot_curvatures",
@@ -64,9 +68,9 @@ _NOT_LOSSES = {"epoch", "iteration", "iter", "step", "lr", "time", "eta", "batch
 
 
 def _save(fig: Figure, out_png: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(out_png, dpi=120, bbox_inches="tight")
+    with atomic_open(out_png, "wb") as f:  # creates the folder
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
     return out_png
 
 
@@ -178,7 +182,7 @@ def _load_result(item) -> dict:
         return item
     path = os.fspath(item)
     if os.path.isdir(path):
-        path = os.path.join(path, "results.json")
+        path = os.path.join(path, RESULTS_FILE)
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -446,12 +450,12 @@ def plot_run(run_dir: str, scale: float = 10.0) -> list[str]:
     ``curvatures.png`` from ``train_log.jsonl``, ``poincare.png`` from ``embeddings.npz``.
     """
     written = []
-    res = os.path.join(run_dir, "results.json")
+    res = os.path.join(run_dir, RESULTS_FILE)
     if os.path.isfile(res):
         rec = _load_result(res)
         if (rec.get("metrics") or {}).get("depth_acc"):
             written.append(plot_depth_accuracy([rec], os.path.join(run_dir, "depth_acc.png")))
-    log = os.path.join(run_dir, "train_log.jsonl")
+    log = os.path.join(run_dir, TRAIN_LOG_FILE)
     if os.path.isfile(log):
         records = read_train_log(log)
         if any(np.isfinite(_series(records, k)).any() for k, _ in CURVATURE_KEYS):

@@ -31,6 +31,21 @@ CURVATURE_MODES = ("euclidean", "shared", "separate", "intermediate")
 CROSS_TERMS = ("entailment", "angle", "mmd")
 
 
+__all__ = [
+    "add_hyptree_config",
+    "default_config",
+    "check_config",
+    "configure_for_trainer",
+    "resolve_backbone",
+    "cfg_get",
+    "require_keys",
+    "BACKBONES",
+    "PRESETS",
+    "CURVATURE_MODES",
+    "CROSS_TERMS",
+    "SPLIT_MODES",
+]
+
 _MISSING = object()
 
 
@@ -221,3 +236,31 @@ def check_config(cfg: CN) -> None:
         )
     if not 0.0 <= h.CUT_RATE <= 1.0:
         raise ValueError(f"TRAINER.HYPTREE.CUT_RATE = {h.CUT_RATE}; expected a rate in [0, 1]")
+
+
+def resolve_backbone(configured: str, implied: str, trainer: str) -> str:
+    """The backbone to use: ``implied`` by the trainer class, unless ``configured`` says
+    otherwise, which is an error naming both (empty ``configured`` means "implied")."""
+    if configured and configured != implied:
+        raise ValueError(
+            f"TRAINER.HYPTREE.BACKBONE is {configured!r} but trainer {trainer} is the "
+            f"{implied!r} backbone; remove the key (the trainer sets it) or pick the trainer "
+            f"of that backbone (coop: CoOpHier, maple: MaPLeHypTree, promptsrc: PromptSRCHypTree)")
+    return implied
+
+
+def configure_for_trainer(cfg: CN, implied: str, trainer: str) -> None:
+    """A trainer's config check, run once per build (Dassl's ``check_cfg`` hook calls it).
+
+    Fills in ``TRAINER.HYPTREE.BACKBONE`` from the trainer class (:func:`resolve_backbone`;
+    a frozen ``cfg`` is refrozen) and validates everything with :func:`check_config`.
+    """
+    h = cfg.TRAINER.HYPTREE
+    backbone = resolve_backbone(h.BACKBONE, implied, trainer)
+    if h.BACKBONE != backbone:
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        h.BACKBONE = backbone
+        if frozen:
+            cfg.freeze()
+    check_config(cfg)

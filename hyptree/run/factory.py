@@ -1,8 +1,8 @@
 """The one place that turns a yacs config into HypTree objects.
 
 Everything below ``hyptree.run`` takes plain arguments; this module reads the keys
-(``add_hyptree_config`` defines them, ``check_config`` validates them once, at build time
-in the trainer) and calls the constructors:
+(``add_hyptree_config`` defines them; ``check_config`` validates them once per build, from
+the trainer's ``check_cfg`` through ``configure_for_trainer``) and calls the constructors:
 
 * :func:`build_model` - a :class:`~hyptree.model.hierarchical.HierarchicalCLIP`;
 * :func:`prompt_options`, :func:`objective_settings`, :func:`curvature_options` - its parts;

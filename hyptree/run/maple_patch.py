@@ -36,10 +36,12 @@ import filecmp
 import glob
 import os
 import re
-import shutil
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from hyptree.utils.files import atomic_write_bytes
 
 __all__ = [
     "BEGIN",
@@ -175,6 +177,14 @@ def _read(path: str) -> str:
         return f.read()
 
 
+def _write(path: str, data: bytes, mode_from: str) -> None:
+    """Atomically write ``data`` to ``path`` with the permission bits of ``mode_from``
+    (the temporary file of an atomic write is private; a script must stay executable)."""
+    mode = stat.S_IMODE(os.stat(mode_from).st_mode)
+    atomic_write_bytes(path, data)
+    os.chmod(path, mode)
+
+
 @dataclass
 class Plan:
     copies: list = field(default_factory=list)  # (src, dst) to write
@@ -262,15 +272,14 @@ def install(repo: str, maple: str, force: bool = False, dry_run: bool = False, l
     for src, dst in writes:
         log(f"{'would copy' if dry_run else 'copy'} {os.path.relpath(dst, maple)}")
         if not dry_run:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            shutil.copy2(src, dst)
+            with open(src, "rb") as f:
+                _write(dst, f.read(), mode_from=src)
     if plan.same:
         log(f"{len(plan.same)} file(s) already up to date")
     if new != old:
         log(f"{'would patch' if dry_run else 'patch'} train.py (imports + add_hyptree_config)")
         if not dry_run:
-            with open(train_py, "w", encoding="utf-8", newline="") as f:
-                f.write(new)
+            _write(train_py, new.encode("utf-8"), mode_from=train_py)
     else:
         log("train.py already patched")
     return plan
@@ -297,8 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             old = _read(args.train_py)
             new = patch_train_py(old, args.trainers, args.datasets, filename=args.train_py)
             if new != old:
-                with open(args.train_py, "w", encoding="utf-8", newline="") as f:
-                    f.write(new)
+                _write(args.train_py, new.encode("utf-8"), mode_from=args.train_py)
                 print(f"patched {args.train_py}")
             else:
                 print(f"{args.train_py} already patched")

@@ -36,6 +36,8 @@ from collections.abc import Sequence
 
 import yaml
 
+from hyptree.run.config import cfg_get
+
 __all__ = [
     "ABLATIONS",
     "DASSL_DEFAULT_MAX_EPOCH",
@@ -76,15 +78,6 @@ def ablation_variants(names: Sequence[str] | None = None) -> list[tuple[str, lis
     return [(n, list(ABLATIONS[n])) for n in names]
 
 
-def _lookup(tree, dotted: str):
-    node = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def max_epoch(config_files: Sequence[str], opts: Sequence[str] = ()) -> int:
     """``OPTIM.MAX_EPOCH`` as Dassl's train.py would resolve it.
 
@@ -103,7 +96,7 @@ def max_epoch(config_files: Sequence[str], opts: Sequence[str] = ()) -> int:
             raise FileNotFoundError(f"config file not found: {path}") from None
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: not valid YAML ({e})") from None
-        found = _lookup(data, "OPTIM.MAX_EPOCH")
+        found = cfg_get(data, "OPTIM.MAX_EPOCH", None)
         if found is not None:
             value = (found, path)
     if len(opts) % 2:

@@ -2,8 +2,9 @@
 
 * :func:`evaluation_cuts_for`: the MTA cuts of a run (a cuts file, or seeded random cuts);
 * :func:`config_hash`: a fingerprint of the options that change what a run computes;
-* :func:`run_record`: the ``results.json`` record (schema in :mod:`hyptree.eval.evaluate`),
-  written by :func:`hyptree.eval.evaluate.write_run`.
+* :func:`run_record`: the ``results.json`` record (schema in :mod:`hyptree.eval.runfiles`),
+  written by :func:`hyptree.eval.runfiles.write_run`;
+* :func:`write_evaluation`: one evaluation's record and run files, as the trainers write them.
 """
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import os
 import warnings
 from typing import Sequence
 
-from hyptree.eval.evaluate import jsonable
+from hyptree.eval.runfiles import RESULTS_FILE, jsonable, write_run
 from hyptree.run.config import cfg_get
 from hyptree.tree.cutfiles import load_cuts, load_protect_cuts
 from hyptree.tree.cuts import evaluation_cuts, validate_cut
 from hyptree.tree.taxonomy import Taxonomy
 
-__all__ = ["evaluation_cuts_for", "config_hash", "run_record", "VOLATILE_KEYS"]
+__all__ = ["evaluation_cuts_for", "config_hash", "run_record", "results_name", "write_evaluation", "VOLATILE_KEYS"]
 
 # Keys that name where a run lives or which seed it drew, not what it computes: left out
 # of ``config_hash`` by default so the seeds (and copies) of one setting share a hash.
@@ -84,11 +85,9 @@ def config_hash(cfg, ignore: Sequence[str] = VOLATILE_KEYS) -> str:
     was_frozen = c.is_frozen()
     c.defrost()
     for key in ignore:
-        *parents, leaf = key.split(".")
-        node = c
-        for p in parents:
-            node = node.get(p) if node is not None and hasattr(node, "get") else None
-        if node is not None and leaf in node:
+        parent, _, leaf = key.rpartition(".")
+        node = cfg_get(c, parent, None) if parent else c
+        if hasattr(node, "keys") and leaf in node:
             del node[leaf]
     if was_frozen:
         c.freeze()
@@ -104,7 +103,7 @@ def run_record(cfg, metrics: dict, *, split: str, tree: str, taxonomy: Taxonomy,
     ``cfg``: the run's yacs config (Dassl keys plus ``TRAINER.HYPTREE``); ``curvatures``:
     ``{"text", "image", "inter"}`` floats or None; ``epoch``: epochs of training behind the
     evaluated weights; ``model_dir``: the checkpoint folder of an evaluation-only run (None
-    when the weights were trained in this run - ``hyptree.eval.results`` tells the two apart by it).
+    when the weights were trained in this run - ``hyptree.eval.runs`` tells the two apart by it).
     """
     h = cfg.TRAINER.HYPTREE
     curv = None
@@ -136,3 +135,28 @@ def run_record(cfg, metrics: dict, *, split: str, tree: str, taxonomy: Taxonomy,
         "num_cuts": num_cuts,
         "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+
+
+def results_name(split: str) -> str:
+    """``results.json`` for the test split, ``results_{split}.json`` otherwise (e.g. ``val``)."""
+    return RESULTS_FILE if split == "test" else f"results_{split}.json"
+
+
+def write_evaluation(cfg, output_dir: str, metrics: dict, embeddings: dict, *, split: str, tree: str,
+                     taxonomy: Taxonomy, cuts, taxonomy_source: str = "", epoch: int | None = None,
+                     model_dir: str | None = None) -> dict:
+    """Write one evaluation of :func:`hyptree.eval.evaluate` into ``output_dir``; returns the paths.
+
+    The record (:func:`run_record`) takes the curvatures from ``embeddings`` (none when they
+    are NaN: no hyperbolic curvatures); it goes to :func:`results_name` of ``split``, and the
+    embeddings are written for the test split only
+    (:func:`~hyptree.eval.runfiles.write_run`).
+    """
+    curv = None
+    if math.isfinite(embeddings["curv_text"]):
+        curv = {k: float(embeddings[f"curv_{k}"]) for k in ("text", "image", "inter")}
+    record = run_record(cfg, metrics, split=split, tree=tree, taxonomy=taxonomy,
+                        taxonomy_source=taxonomy_source, epoch=epoch, model_dir=model_dir,
+                        curvatures=curv, num_cuts=len(cuts))
+    return write_run(output_dir, record, taxonomy, cuts, embeddings if split == "test" else None,
+                     results_name=results_name(split))

@@ -1,12 +1,13 @@
 """Training-loop helpers the Dassl trainers use, kept framework-agnostic (no Dassl).
 
-* :func:`resolve_backbone`: the prompt backbone a trainer class implies vs. the config.
 * :func:`resolve_precision`, :func:`autocast`, :func:`grad_scaler`: ``PREC`` handling
   (fp16 / bf16 / fp32 / amp; always fp32 on the CPU).
 * :func:`build_lr_scheduler`: Dassl's learning-rate schedules (cosine / single_step /
   multi_step with constant or linear warm-up) with a plain, loadable state.
 * :class:`RNGState`, :class:`CheckpointModule`: what a checkpoint holds besides Dassl's
-  model/optimizer/scheduler state, so a resumed run continues exactly where it stopped.
+  model/optimizer/scheduler state, so a resumed run continues exactly where it stopped;
+  :func:`learnable_checkpoint` builds the one a trainer registers.
+* :func:`loss_summary`: the scalar loss terms of a training step as floats (for the log).
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from hyptree.run.config import cfg_get
+
 __all__ = [
-    "resolve_backbone",
     "resolve_precision",
     "autocast",
     "grad_scaler",
@@ -29,21 +31,9 @@ __all__ = [
     "build_lr_scheduler",
     "RNGState",
     "CheckpointModule",
+    "learnable_checkpoint",
+    "loss_summary",
 ]
-
-# --------------------------------------------------------------------------- backbone
-
-
-def resolve_backbone(configured: str, implied: str, trainer: str) -> str:
-    """The backbone to use: ``implied`` by the trainer class, unless ``configured`` says
-    otherwise, which is an error naming both (empty ``configured`` means "implied")."""
-    if configured and configured != implied:
-        raise ValueError(
-            f"TRAINER.HYPTREE.BACKBONE is {configured!r} but trainer {trainer} is the "
-            f"{implied!r} backbone; remove the key (the trainer sets it) or pick the trainer "
-            f"of that backbone (coop: CoOpHier, maple: MaPLeHypTree, promptsrc: PromptSRCHypTree)")
-    return implied
-
 
 # --------------------------------------------------------------------------- precision
 
@@ -108,7 +98,7 @@ def lr_factor(epoch: int, optim_cfg, base_lr: float) -> float:
     name = optim_cfg.LR_SCHEDULER
     T = float(optim_cfg.MAX_EPOCH)
     W = int(optim_cfg.WARMUP_EPOCH) if optim_cfg.WARMUP_EPOCH and optim_cfg.WARMUP_EPOCH > 0 else 0
-    recount = bool(optim_cfg.get("WARMUP_RECOUNT", True))
+    recount = bool(cfg_get(optim_cfg, "WARMUP_RECOUNT", True))
     if epoch < W:
         wtype = optim_cfg.WARMUP_TYPE
         if wtype == "constant":
@@ -262,3 +252,20 @@ class CheckpointModule(nn.Module):
             raise KeyError(f"weights do not match: missing {missing[:5]}, unexpected {extra[:5]}")
         for k, v in weights.items():
             own[k].copy_(v.to(own[k].device, own[k].dtype))
+
+
+def learnable_checkpoint(model) -> CheckpointModule:
+    """The checkpointed module of a :class:`~hyptree.model.hierarchical.HierarchicalCLIP`: its
+    learnable submodules, plus the random streams (the objective's tree-cut generator too)."""
+    module = CheckpointModule(model.learnable_modules())
+    module.add_state("rng", RNGState({"tree_cuts": model.objective.rng}))
+    return module
+
+
+def loss_summary(terms: dict) -> dict:
+    """``{name: float}`` of the one-element tensors in a loss dict, with one device sync."""
+    names = [k for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1]
+    if not names:
+        return {}
+    values = torch.stack([terms[k].detach().float().reshape(()) for k in names])
+    return dict(zip(names, values.tolist()))

@@ -13,6 +13,15 @@ import json
 import os
 import tempfile
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; give atomic files the mode a plain open() would
+_FILE_MODE = 0o666 & ~_umask()
+
 __all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "file_lock",
            "build_dir_once", "build_file_once"]
 
@@ -29,6 +38,7 @@ def atomic_open(path: str, mode: str = "w", encoding: str | None = "utf-8"):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush()

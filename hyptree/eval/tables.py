@@ -1,23 +1,10 @@
-"""Result tables: collect the ``results.json`` of many runs into mean +- std tables.
+"""Result tables: the runs of :mod:`hyptree.eval.runs` as mean +- std tables.
 
 ``python -m hyptree results OUTPUT_DIR [--csv OUT.csv] [--markdown OUT.md] [--plots]``
 
-Every ``results.json`` under ``OUTPUT_DIR`` (recursively) is one run. Runs are put
-together in three steps:
-
-1. **Seeds.** Runs that differ only by seed form a group. With the scripts' layout
-   (MaPLe's: ``.../TRAINER/CFG/seedS``) the group is the run folder with its ``seedS``
-   component removed; runs in folders without a ``seed*`` component are grouped by
-   their record (dataset, trainer, backbone, preset, curvature mode, cross term, image
-   tree, pass-through, shots, subsample, tree, split).
-2. **Trained model.** An evaluation-only run (its record has a ``model_dir``) belongs
-   to the training run whose folder ``model_dir`` names (compared as path suffixes, so
-   moved or relative output folders still match). Evaluations of a model trained
-   elsewhere (``model_dir`` outside ``OUTPUT_DIR``) are grouped by that folder.
-3. **Protocol.** A group trained on base classes (or evaluated on ``base``/``new``)
-   goes to the base-to-novel tables; a group with evaluations on other datasets to
-   the cross-domain tables; every other trained group to the few-shot table (or the
-   ablation table when its folder has an ``ablation`` component).
+:func:`collect` loads and groups every run under ``OUTPUT_DIR``
+(:func:`~hyptree.eval.runs.load_runs`, :func:`~hyptree.eval.runs.group_runs`) and tabulates
+the groups by protocol (:attr:`~hyptree.eval.runs.Group.kind`).
 
 Tables (Markdown and a long-format CSV, one row per cell):
 
@@ -43,27 +30,27 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import os
 import re
 import sys
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from hyptree.eval.runs import DASH, Group, group_runs, load_runs, seed_order
+from hyptree.utils.files import atomic_write_bytes, atomic_write_text
+
 __all__ = [
     "METRICS",
-    "Run",
-    "Group",
+    "CSV_FIELDS",
+    "Cell",
     "Table",
-    "load_runs",
-    "group_runs",
     "build_tables",
     "collect",
     "to_markdown",
+    "csv_text",
     "write_markdown",
     "write_csv",
     "harmonic_mean",
@@ -75,249 +62,7 @@ CSV_FIELDS = (
     "table", "group", "dataset", "trainer", "config", "shots", "part", "metric",
     "mean", "std", "n", "seeds", "note",
 )
-_SEED_DIR = re.compile(r"^seed(\d+)$")
-# record fields that identify a run apart from its seed (for folders without seedS)
-_RECORD_KEY = (
-    "dataset", "trainer", "backbone", "preset", "curvature_mode", "cross", "image_tree",
-    "pass_through", "num_shots", "subsample", "tree", "split",
-)
 _TARGET_ORDER = ("imagenetv2", "imagenetsketch", "imageneta", "imagenetr")
-_DASH = "–"
-
-
-# --------------------------------------------------------------------------- loading
-
-
-@dataclass
-class Run:
-    """One ``results.json``: its folder, the folder relative to the collected root, the record."""
-
-    path: str
-    rel: tuple[str, ...]
-    record: dict
-
-    @property
-    def seed(self):
-        seed = self.record.get("seed")
-        if isinstance(seed, int) and not isinstance(seed, bool):
-            return seed
-        for part in reversed(self.rel):
-            m = _SEED_DIR.match(part)
-            if m:
-                return int(m.group(1))
-        return None
-
-    @property
-    def metrics(self) -> dict:
-        return self.record.get("metrics") or {}
-
-    @property
-    def model_dir(self) -> str:
-        return self.record.get("model_dir") or ""
-
-    @property
-    def is_eval(self) -> bool:
-        """Evaluation-only run of a model trained elsewhere (``--model-dir`` given)."""
-        return bool(self.model_dir)
-
-    @property
-    def part(self) -> str:
-        """What an evaluation measured: ``base``, ``novel`` or the target dataset."""
-        sub = self.record.get("subsample", "all")
-        if sub == "new":
-            return "novel"
-        if sub == "base":
-            return "base"
-        return str(self.record.get("dataset") or self.record.get("tree") or "?")
-
-
-def _parts(path: str) -> tuple[str, ...]:
-    norm = os.path.normpath(path).replace("\\", "/")
-    return tuple(p for p in norm.split("/") if p not in ("", "."))
-
-
-def _drop_seed(parts: Sequence[str]) -> tuple[tuple[str, ...], bool]:
-    """``parts`` without its last ``seedS`` component, and whether there was one."""
-    for i in range(len(parts) - 1, -1, -1):
-        if _SEED_DIR.match(parts[i]):
-            return tuple(parts[:i]) + tuple(parts[i + 1:]), True
-    return tuple(parts), False
-
-
-def load_runs(root: str) -> list[Run]:
-    """Every readable ``results.json`` under ``root`` (recursively), sorted by folder.
-
-    Unreadable files (half-written, not JSON, no ``metrics``) are skipped with a warning
-    naming the file. Raises ``FileNotFoundError`` when there is none at all.
-    """
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"results folder not found: {root}")
-    runs, seen = [], 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        if "results.json" not in filenames:
-            continue
-        seen += 1
-        path = os.path.join(dirpath, "results.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                record = json.load(f)
-        except (OSError, ValueError) as e:
-            warnings.warn(f"{path}: skipped, not readable JSON ({e})", stacklevel=2)
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
-            warnings.warn(f"{path}: skipped, no 'metrics' object", stacklevel=2)
-            continue
-        rel = _parts(os.path.relpath(dirpath, root))
-        runs.append(Run(dirpath, rel, record))
-    if not runs:
-        what = "no readable results.json" if seen else "no results.json"
-        raise FileNotFoundError(
-            f"{what} under {root}: point at the output folder of train.py runs "
-            f"(e.g. output/ or output/base2new)"
-        )
-    runs.sort(key=lambda r: r.rel)
-    return runs
-
-
-# --------------------------------------------------------------------------- grouping
-
-
-@dataclass
-class Group:
-    """Runs of one trained-model configuration over seeds, with its evaluations."""
-
-    key: tuple[str, ...]
-    train: dict = field(default_factory=dict)  # seed -> Run
-    parts: dict = field(default_factory=dict)  # part name -> {seed -> Run}
-    label_parts: tuple[str, ...] = ()  # folder naming the model (for the config label)
-    notes: list = field(default_factory=list)
-
-    def representative(self) -> Run:
-        if self.train:
-            return self.train[sorted(self.train, key=_seed_sort)[0]]
-        part = self.parts[sorted(self.parts)[0]]
-        return part[sorted(part, key=_seed_sort)[0]]
-
-    @property
-    def name(self) -> str:
-        return "/".join(self.key)
-
-    @property
-    def kind(self) -> str:
-        train_sub = {r.record.get("subsample", "all") for r in self.train.values()}
-        if "base" in train_sub or {"base", "novel"} & set(self.parts):
-            return "base2novel"
-        if self.parts:
-            return "crossdomain"
-        # the scripts' OUT/ablation/... layout (the collected root may be that folder itself)
-        in_ablation = any("ablation" in _parts(os.path.abspath(r.path)) for r in self.train.values())
-        return "ablation" if in_ablation else "fewshot"
-
-    # labels ---------------------------------------------------------------
-    @property
-    def dataset(self) -> str:
-        return str(self.representative().record.get("dataset", _DASH))
-
-    @property
-    def trainer(self) -> str:
-        return str(self.representative().record.get("trainer", _DASH))
-
-    @property
-    def shots(self) -> str:
-        shots = self.representative().record.get("num_shots")
-        return _DASH if shots is None else str(shots)
-
-    @property
-    def config(self) -> str:
-        """The folders between the trainer's folder and ``seedS`` (MaPLe's ``CFG``)."""
-        parts = self.label_parts
-        seed_at = [i for i, p in enumerate(parts) if _SEED_DIR.match(p)]
-        end = seed_at[-1] if seed_at else len(parts)
-        rec = self.representative().record
-        trainer = rec.get("trainer")
-        head = parts[:end]
-        if trainer in head:
-            j = len(head) - 1 - head[::-1].index(trainer)
-            if j < end - 1:
-                return "/".join(head[j + 1:])
-        if seed_at and end > 0:
-            return parts[end - 1]
-        return str(rec.get("preset", _DASH))
-
-
-def _seed_sort(seed):
-    return (seed is None, seed if seed is not None else 0)
-
-
-def _record_key(rec: dict) -> tuple[str, ...]:
-    return ("<record>",) + tuple(f"{k}={rec.get(k)}" for k in _RECORD_KEY)
-
-
-def _seedless_key(run: Run) -> tuple[str, ...]:
-    key, had_seed = _drop_seed(run.rel)
-    return key if had_seed else _record_key(run.record)
-
-
-def _put(slot: dict, seed, run: Run, notes: list, what: str) -> None:
-    """Store ``run`` for ``seed``; on a duplicate keep the newest record and say so."""
-    old = slot.get(seed)
-    if old is None:
-        slot[seed] = run
-        return
-    keep, other = (run, old) if str(run.record.get("time", "")) >= str(old.record.get("time", "")) else (old, run)
-    slot[seed] = keep
-    notes.append(f"seed {seed} {what}: 2 runs, kept {'/'.join(keep.rel) or '.'}")
-
-
-def _link(run: Run, trains: list[Run]) -> Run | None:
-    """The training run whose folder ``run.model_dir`` names (exact, else path suffix)."""
-    md = os.path.normpath(run.model_dir)
-    for t in trains:
-        if t.record.get("output_dir") and os.path.normpath(t.record["output_dir"]) == md:
-            return t
-    md_parts = _parts(run.model_dir)
-    best = None
-    for t in trains:
-        n = len(t.rel)
-        if n and len(md_parts) >= n and md_parts[-n:] == t.rel:
-            if best is None or n > len(best.rel):
-                best = t
-    return best
-
-
-def group_runs(runs: Iterable[Run]) -> list[Group]:
-    """Groups of runs that differ only by seed, evaluations attached to their model."""
-    runs = list(runs)
-    trains = [r for r in runs if not r.is_eval]
-    groups: dict[tuple, Group] = {}
-    train_key: dict[int, tuple] = {}
-
-    def group_for(key, label_parts):
-        if key not in groups:
-            groups[key] = Group(key=key, label_parts=label_parts)
-        return groups[key]
-
-    for run in trains:
-        key = _seedless_key(run)
-        g = group_for(key, run.rel)
-        _put(g.train, run.seed, run, g.notes, "training")
-        train_key[id(run)] = key
-    for run in runs:
-        if not run.is_eval:
-            continue
-        owner = _link(run, trains)
-        if owner is not None:
-            g = groups[train_key[id(owner)]]
-        else:
-            md_key, had_seed = _drop_seed(_parts(run.model_dir))
-            if had_seed:
-                g = group_for(("<model>",) + md_key, _parts(run.model_dir))
-            else:
-                g = group_for(_seedless_key(run), run.rel)
-        slot = g.parts.setdefault(run.part, {})
-        _put(slot, run.seed, run, g.notes, run.part)
-    return sorted(groups.values(), key=lambda g: (g.kind, g.dataset, g.trainer, g.config, g.shots, g.name))
 
 
 # --------------------------------------------------------------------------- statistics
@@ -341,7 +86,7 @@ class Cell:
 
     def text(self) -> str:
         if self.mean is None:
-            return _DASH
+            return DASH
         if self.std is None:
             return f"{self.mean:.2f}"
         return f"{self.mean:.2f} ± {self.std:.2f}"
@@ -367,7 +112,7 @@ def _cell(runs_by_seed: dict, seeds: Sequence, metric: str, ci95: bool) -> Cell:
 
 
 def _fmt_seeds(seeds) -> str:
-    return ",".join(_DASH if s is None else str(s) for s in sorted(seeds, key=_seed_sort))
+    return ",".join(DASH if s is None else str(s) for s in sorted(seeds, key=seed_order))
 
 
 def _complete_seeds(slots: dict[str, dict], notes: list) -> tuple[list, bool]:
@@ -375,18 +120,18 @@ def _complete_seeds(slots: dict[str, dict], notes: list) -> tuple[list, bool]:
     present = [s for s in slots.values() if s]
     all_seeds = set().union(*[set(s) for s in present]) if present else set()
     complete = set.intersection(*[set(s) for s in present]) if present else set()
-    for seed in sorted(all_seeds - complete, key=_seed_sort):
+    for seed in sorted(all_seeds - complete, key=seed_order):
         missing = [name for name, s in slots.items() if s and seed not in s]
         notes.append(f"seed {_fmt_seeds([seed])} dropped: {', '.join(missing)} missing")
     if complete:
-        return sorted(complete, key=_seed_sort), True
+        return sorted(complete, key=seed_order), True
     if len(present) > 1:
         notes.append("no seed has every part: parts averaged separately")
-    return sorted(all_seeds, key=_seed_sort), False
+    return sorted(all_seeds, key=seed_order), False
 
 
 def _missing_expected(have: Iterable, expected: Iterable) -> str:
-    missing = sorted(set(expected) - set(have), key=_seed_sort)
+    missing = sorted(set(expected) - set(have), key=seed_order)
     return f"missing seed(s) {_fmt_seeds(missing)}" if missing else ""
 
 
@@ -441,7 +186,7 @@ def _plain_table(kind: str, groups: list[Group], metrics, cli_seeds, ci95) -> Ta
     expected = _expected_seeds(groups, lambda g: g.train.keys(), cli_seeds)
     for g in groups:
         notes = list(g.notes)
-        seeds = sorted(g.train, key=_seed_sort)
+        seeds = sorted(g.train, key=seed_order)
         notes.append(_missing_expected(seeds, expected[g.dataset]))
         cells = [_cell(g.train, seeds, m, ci95) for m in metrics]
         note = _note(notes)
@@ -481,7 +226,7 @@ def _base2novel_tables(groups: list[Group], metrics, cli_seeds, ci95) -> list[Ta
             h = harmonic_mean(b.mean, n.mean)
             count = min(b.n, n.n) if (b.n and n.n) else max(b.n, n.n)
             table.rows.append([g.dataset, g.shots, g.trainer, g.config, str(count),
-                               b.text(), n.text(), _DASH if h is None else f"{h:.2f}", note])
+                               b.text(), n.text(), DASH if h is None else f"{h:.2f}", note])
             table.csv_rows += [
                 _csv_row("base2novel", g, "base", m, b, note=note),
                 _csv_row("base2novel", g, "novel", m, n, note=note),
@@ -524,7 +269,7 @@ def _crossdomain_tables(groups: list[Group], metrics, cli_seeds, ci95) -> list[T
             count = max([src.n] + [c.n for c in tcells])
             table.rows.append([g.dataset, g.shots, g.trainer, g.config, str(count), src.text(),
                                *[c.text() for c in tcells],
-                               _DASH if avg is None else f"{avg:.2f}", note])
+                               DASH if avg is None else f"{avg:.2f}", note])
             table.csv_rows.append(_csv_row("crossdomain", g, "source", m, src, note=note))
             table.csv_rows += [_csv_row("crossdomain", g, t, m, c, note=note)
                                for t, c in zip(targets, tcells)]
@@ -592,22 +337,22 @@ def to_markdown(tables: Sequence[Table]) -> str:
 
 
 def write_markdown(tables: Sequence[Table], path: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(to_markdown(tables))
+    atomic_write_text(path, to_markdown(tables))
 
 
 def write_csv(tables: Sequence[Table], path_or_file) -> None:
-    """Long format: one row per (table, group, part, metric) with mean, std, n, seeds, note."""
-    own = isinstance(path_or_file, (str, os.PathLike))
-    f = open(path_or_file, "w", newline="", encoding="utf-8") if own else path_or_file
-    try:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for t in tables:
-            writer.writerows(t.csv_rows)
-    finally:
-        if own:
-            f.close()
+    """Long format: one row per (table, group, part, metric) with mean, std, n, seeds, note.
+
+    A path is written atomically; an open text file gets the rows as they are.
+    """
+    if isinstance(path_or_file, (str, os.PathLike)):
+        # bytes: the csv module's \r\n line ends reach the file untranslated
+        atomic_write_bytes(os.fspath(path_or_file), csv_text(tables).encode("utf-8"))
+        return
+    writer = csv.DictWriter(path_or_file, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for t in tables:
+        writer.writerows(t.csv_rows)
 
 
 def csv_text(tables: Sequence[Table]) -> str:
