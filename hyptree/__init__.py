@@ -3,4 +3,7 @@
 Framework-agnostic: nothing here imports Dassl.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import version as _version
+
+# pyproject.toml is the single source; the package is always installed (``pip install -e .``)
+__version__ = _version("hyptree")
