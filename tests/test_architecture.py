@@ -52,27 +52,30 @@ MODULES = _modules()
 
 
 def _resolve(module: str, node: ast.ImportFrom | ast.Import) -> list[str]:
-    """The hyptree modules an import statement loads (package ``__init__`` included)."""
-    targets = []
+    """The hyptree modules whose code an import statement needs to have run.
+
+    ``import a.b.c`` and ``from a.b import c`` (``c`` a submodule) need ``a.b.c``;
+    ``from a.b import name`` needs ``a.b`` (its ``__init__``) to have finished. Parent packages
+    that Python initialises on the way are not edges: importing ``a.b.c`` from inside ``a.b``'s
+    own ``__init__`` is the normal way a package re-exports its modules.
+    """
     if isinstance(node, ast.Import):
-        names = [a.name for a in node.names]
-    else:
-        base = node.module or ""
-        if node.level:  # relative: resolve against this module's package
-            pkg = module.split(".") if module in MODULES and MODULES[module].endswith("__init__.py") \
-                else module.split(".")[:-1]
-            pkg = pkg[: len(pkg) - node.level + 1]
-            base = ".".join(pkg + ([base] if base else []))
-        names = [base] + [f"{base}.{a.name}" for a in node.names]
-    for name in names:
-        if not name.startswith("hyptree"):
-            continue
-        parts = name.split(".")
-        # importing a.b.c loads a, a.b and a.b.c
-        for i in range(1, len(parts) + 1):
-            cand = ".".join(parts[:i])
-            if cand in MODULES and cand != "hyptree":
-                targets.append(cand)
+        return [a.name for a in node.names if a.name in MODULES and a.name != "hyptree"]
+    base = node.module or ""
+    if node.level:  # relative: resolve against this module's package
+        is_pkg = MODULES.get(module, "").endswith("__init__.py")
+        pkg = module.split(".") if is_pkg else module.split(".")[:-1]
+        pkg = pkg[: len(pkg) - node.level + 1]
+        base = ".".join(pkg + ([base] if base else []))
+    if not base.startswith("hyptree"):
+        return []
+    targets = []
+    for alias in node.names:
+        sub = f"{base}.{alias.name}"
+        if sub in MODULES:
+            targets.append(sub)
+        elif base in MODULES and base != "hyptree":
+            targets.append(base)
     return targets
 
 
