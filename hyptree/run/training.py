@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from hyptree.model.loading import PRECISIONS
+
 __all__ = [
     "resolve_backbone",
     "resolve_precision",
@@ -47,7 +49,6 @@ def resolve_backbone(configured: str, implied: str, trainer: str) -> str:
 
 # --------------------------------------------------------------------------- precision
 
-PRECISIONS = ("fp16", "bf16", "fp32", "amp")
 _warned: set = set()
 
 
