@@ -3,7 +3,7 @@
 Nothing here is a test; the scripts print tables and one ``result:`` line each.
 
 * Shapes (:data:`SHAPES`): random-weight ``clip.model.CLIP`` models built by
-  :func:`hyptree.model.clip_model.tiny_clip`. ``b16`` is the ViT-B/16 shape; ``small`` and
+  :func:`hyptree.model.loading.tiny_clip`. ``b16`` is the ViT-B/16 shape; ``small`` and
   ``tiny`` are documented stand-ins for the CPU (quick runs).
 * Taxonomies (:func:`sun_like`, :func:`deep_tree`): generated with a fixed seed; node
   names are 1-3 common English words, so the text prompts have realistic token counts.
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hyptree.model.clip_model import tiny_clip
+from hyptree.model.loading import tiny_clip
 from hyptree.model.hierarchical import HierarchicalCLIP
 from hyptree.tree import Taxonomy
 
@@ -380,7 +380,7 @@ def autocast(args):
 
 def prepare_clip(shape, args, seed=0):
     """Build the CLIP of ``shape`` on ``args.device`` in ``args.precision``."""
-    from hyptree.model.clip_model import cast_clip_weights
+    from hyptree.model.loading import cast_clip_weights
     clip_model = build_clip(shape, "cpu", seed)
     if args.precision == "fp16":
         cast_clip_weights(clip_model, torch.float16)

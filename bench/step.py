@@ -29,8 +29,8 @@ if __package__ in (None, ""):
 from bench.common import (SHAPES, TAXONOMIES, base_parser, batch, build_model, child_answer,
                           child_peak_memory, count_syncs, describe_taxonomy, interleaved, machine_info, make_step,
                           measure_peak, median, paired_ratio, prepare_clip, result_line, setup, table)
+from hyptree.loss import PRESETS
 
-PRESETS = ("vanilla", "protect", "hyptree")
 TARGET_TIME, TARGET_MEM = 1.10, 1.05
 
 

@@ -1,7 +1,7 @@
 """Shared test fixtures' building blocks: a small unbalanced tree and a tiny HierarchicalCLIP."""
 import torch
 
-from hyptree.model.clip_model import tiny_clip
+from hyptree.model.loading import tiny_clip
 from hyptree.run.config import default_config
 from hyptree.run.factory import build_model
 

@@ -312,7 +312,7 @@ def _old_alignment(obj, labels, text_feats, image_feats):
 @pytest.mark.parametrize("cross", ["entailment", "mmd", "angle"])
 @pytest.mark.parametrize("image_tree", [True, False])
 def test_alignment_with_index_lists_equals_boolean_masks(cross, image_tree):
-    from hyptree.geometry.curvature import Curvatures
+    from hyptree.geometry.curvatures import Curvatures
     from hyptree.loss.objective import HierarchicalObjective, ObjectiveSettings
     tax = common.deep_tree()  # unbalanced: paths of lengths 1..9, so masks matter
     settings = ObjectiveSettings(preset="hyptree", cross=cross, centroid_weight=0.1)
@@ -341,7 +341,7 @@ def test_alignment_with_index_lists_equals_boolean_masks(cross, image_tree):
 
 
 def test_alignment_makes_no_device_sync_calls():
-    from hyptree.geometry.curvature import Curvatures
+    from hyptree.geometry.curvatures import Curvatures
     from hyptree.loss.objective import HierarchicalObjective, ObjectiveSettings
     tax = common.deep_tree()
     obj = HierarchicalObjective(tax, ObjectiveSettings(preset="hyptree"), Curvatures())

@@ -12,16 +12,18 @@ with warnings.catch_warnings():
     import clip
 from clip.model import CLIP
 
-from hyptree.model.clip_model import (
-    TextTower,
-    VisionTower,
-    _pass_through,
+from hyptree.model.loading import (
     build_clip,
     cast_clip_weights,
     load_clip,
-    scale_layers,
     tiny_clip,
     to_openai_state_dict,
+)
+from hyptree.model.towers import (
+    TextTower,
+    VisionTower,
+    _pass_through,
+    scale_layers,
 )
 
 NAMES = ["a cat", "the big red dog in the snow", "x", "bird of prey over a wide valley at dusk"]
@@ -476,7 +478,7 @@ def test_vendored_clip_with_design_details_builds_plain_blocks(monkeypatch, tmp_
     """MaPLe/PromptSRC checkouts shadow ``clip`` with a copy whose CLIP needs design_details."""
     from clip.model import CLIP as OpenAICLIP
 
-    import hyptree.model.clip_model as cm
+    import hyptree.model.loading as cm
 
     seen = []
 

@@ -1,4 +1,4 @@
-"""Tests for hyptree.geometry.curvature.
+"""Tests for hyptree.geometry.curvature and hyptree.geometry.curvatures.
 
 Oracles: the manifold distance written literally in numpy (float64) and
 differentiated by hand in ``c`` (not in ``sqrt(c)`` as the module does, and itself
@@ -14,13 +14,12 @@ from scipy.optimize import brentq
 
 from hyptree.geometry import curvature as C
 from hyptree.geometry.curvature import (
-    CurvatureState,
-    Curvatures,
     intermediate_curvature,
     manifold_distance,
     path_radii,
     radii_from_ratio,
 )
+from hyptree.geometry.curvatures import CurvatureState, Curvatures
 
 F64 = torch.float64
 

@@ -11,7 +11,7 @@ from hyptree.loss.objective import (
     HierarchicalObjective, ObjectiveSettings, angle_contrastive_loss, einstein_midpoint,
     gather_paths, mmd_loss,
 )
-from hyptree.geometry.curvature import Curvatures
+from hyptree.geometry.curvatures import Curvatures
 from hyptree.tree import Taxonomy
 
 # unbalanced depths: leaves at depth 2 and 3

@@ -11,16 +11,19 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import clip
 
-from hyptree.model.clip_model import TextTower, VisionTower, tiny_clip
+from hyptree.model.loading import tiny_clip
+from hyptree.model.towers import TextTower, VisionTower
 from hyptree.model.prompts import (
-    DEFAULT_TEMPLATES,
     CoOpPromptLearner,
-    GaussianPromptAggregator,
     MaPLePromptLearner,
     PromptOutput,
     PromptSRCPromptLearner,
     build_prompt_learner,
     freeze,
+)
+from hyptree.model.promptsrc import (
+    DEFAULT_TEMPLATES,
+    GaussianPromptAggregator,
     frozen_text_features,
     self_regulating_losses,
 )

@@ -25,7 +25,7 @@ EPOCHS = 2
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from hyptree.model.clip_model import main as clip_main
+    from hyptree.model.loading import main as clip_main
 
     base = tmp_path_factory.mktemp("trainers")
     clip_path = str(base / "tiny_clip.pt")

@@ -14,10 +14,10 @@ import torch
 from yacs.config import CfgNode as CN
 
 from hyptree.run import training
-from hyptree.model.clip_model import load_clip, main as clip_main, tiny_clip
+from hyptree.model.loading import load_clip, main as clip_main, tiny_clip
 from hyptree.run.config import add_hyptree_config, check_config, default_config, resolve_backbone
 from hyptree.run.factory import build_model
-from hyptree.model.prompts import GaussianPromptAggregator
+from hyptree.model.promptsrc import GaussianPromptAggregator
 from hyptree.tree import Taxonomy
 from hyptree.run.training import (
     CheckpointModule, RNGState, build_lr_scheduler, lr_factor, resolve_precision,

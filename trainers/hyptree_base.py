@@ -4,7 +4,7 @@ Everything substantive lives in ``hyptree``; this file maps Dassl's hooks onto i
 
 * data: Dassl's ``DataManager``; the tree is ``self.dm.dataset.taxonomy`` (the base, novel
   or target-domain sub-tree, leaf ``k`` = label ``k``);
-* model: ``hyptree.model.hierarchical.HierarchicalCLIP`` on ``hyptree.model.clip_model.load_clip`` weights;
+* model: ``hyptree.model.hierarchical.HierarchicalCLIP`` on ``hyptree.model.loading.load_clip`` weights;
 * checkpoints: one registered module, ``learnable`` (``hyptree.run.training.learnable_checkpoint``):
   the prompt learner (with MaPLe's coupling layers), the fusion q/k and the curvatures, plus
   the random-number and GPA state as extra state. Never the frozen CLIP;
@@ -21,7 +21,7 @@ from dassl.optim import build_optimizer
 from dassl.utils import load_checkpoint
 
 from hyptree.eval import TRAIN_LOG_FILE, TrainLog, evaluate, format_metrics
-from hyptree.model.clip_model import load_clip
+from hyptree.model.loading import load_clip
 from hyptree.run.config import configure_for_trainer
 from hyptree.run.factory import build_model
 from hyptree.run.records import evaluation_cuts_for, write_evaluation

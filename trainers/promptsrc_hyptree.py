@@ -14,7 +14,7 @@ import warnings
 
 from dassl.engine import TRAINER_REGISTRY
 
-from hyptree.model.prompts import GaussianPromptAggregator
+from hyptree.model.promptsrc import GaussianPromptAggregator
 
 from .hyptree_base import HierTrainer
 

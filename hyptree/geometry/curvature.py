@@ -10,7 +10,8 @@ Text features live on a Lorentz manifold of curvature ``-c_t``, image features o
   iteration count, polished by safeguarded Newton steps, differentiated with the
   implicit function theorem.
 * :func:`path_radii` -- the radii ``r_t, r_i`` from the batch's path features.
-* :class:`Curvatures` -- the learnable curvatures of the four modes.
+
+The learnable curvatures of the four modes are :class:`hyptree.geometry.curvatures.Curvatures`.
 
 Notation used below: ``a = sqrt(c_ref)``, ``s = sqrt(c)``, ``z = (s - a) r``.  Then
 
@@ -22,10 +23,8 @@ local minimum exactly when ``r sqrt(c_ref) > 1`` (checked in the tests; this
 not stationary at ``c_ref``).
 """
 import math
-from typing import NamedTuple, Optional
 
 import torch
-from torch import nn
 
 __all__ = [
     "GOLDEN_ITERS",
@@ -36,8 +35,6 @@ __all__ = [
     "intermediate_curvature",
     "radii_from_ratio",
     "path_radii",
-    "CurvatureState",
-    "Curvatures",
 ]
 
 #: Golden-section iterations.  The log-bracket ``log(max/min)`` is at most
@@ -357,122 +354,3 @@ def path_radii(image_feats, text_feats, c_t, c_i, kappa=3.0):
             (n_i <= tiny) & (n_t <= tiny), torch.ones_like(n_i), n_i / n_t.clamp_min(tiny)
         ).clamp(*RATIO_RANGE)
     return radii_from_ratio(ratio, c_t, c_i, kappa)
-
-
-# ------------------------------------------------------------------ the module
-class CurvatureState(NamedTuple):
-    """Curvatures used in one step: 0-d tensors (``None`` in Euclidean mode)."""
-
-    text: Optional[torch.Tensor]
-    image: Optional[torch.Tensor]
-    inter: Optional[torch.Tensor]
-    euclidean: bool
-
-
-class Curvatures(nn.Module):
-    """Learnable curvatures of the four modes of DESIGN.md section 3.
-
-    ========== ======== ======== =========================================
-    mode       text     image    intermediate
-    ========== ======== ======== =========================================
-    euclidean  None     None     None (Euclidean cones)
-    shared     c        c        c (one parameter)
-    separate   c_t      c_i      c_m (third parameter, no search)
-    intermediate c_t    c_i      c_m* solved by :func:`intermediate_curvature`
-    ========== ======== ======== =========================================
-
-    Parameters are ``log c`` (0-d, default dtype), initialised at ``log c0`` and kept
-    in ``[log(c0/10), log(10 c0)]``: clamped at use (so the returned values are
-    always in range) and clamped in place by :meth:`clamp_`, which :meth:`forward`
-    calls first (so a parameter an optimizer step pushed out of range is pulled back
-    at the next forward; call it after ``optimizer.step()`` to keep the stored value
-    in range too).  ``learn=False`` freezes them (``requires_grad=False``; they stay
-    parameters so checkpoints are interchangeable).
-
-    Args:
-        mode: one of :attr:`MODES`.
-        c0: initial curvature, > 0.
-        learn: train the curvatures.
-        kappa: radius factor for the ``intermediate`` mode (see :func:`path_radii`).
-    """
-
-    MODES = ("euclidean", "shared", "separate", "intermediate")
-    _PARAMS = {
-        "euclidean": (),
-        "shared": ("log_c",),
-        "separate": ("log_c_text", "log_c_image", "log_c_inter"),
-        "intermediate": ("log_c_text", "log_c_image"),
-    }
-
-    def __init__(self, mode="intermediate", c0=0.05, learn=True, kappa=3.0):
-        super().__init__()
-        if mode not in self.MODES:
-            raise ValueError(f"unknown curvature mode {mode!r}; valid modes: {', '.join(self.MODES)}")
-        if not (isinstance(c0, (int, float)) and c0 > 0):
-            raise ValueError(f"c0 must be a positive number, got {c0!r}")
-        if not kappa > 0:
-            raise ValueError(f"kappa must be > 0, got {kappa!r}")
-        self._mode = mode
-        self.c0 = float(c0)
-        self.learn = bool(learn)
-        self.kappa = float(kappa)
-        self.log_c_min = math.log(self.c0 / 10.0)
-        self.log_c_max = math.log(self.c0 * 10.0)
-        for name in self._PARAMS[mode]:
-            setattr(self, name, nn.Parameter(torch.tensor(math.log(self.c0)), requires_grad=self.learn))
-
-    @property
-    def mode(self):
-        return self._mode
-
-    @property
-    def euclidean(self):
-        return self._mode == "euclidean"
-
-    @torch.no_grad()
-    def clamp_(self):
-        """Clamp the stored ``log c`` into range, in place.
-
-        Works on ``.data`` so the parameters' autograd version counters do not move
-        (a graph from an earlier forward stays valid for backward).
-        """
-        for p in self.parameters():
-            p.data.clamp_(self.log_c_min, self.log_c_max)
-        return self
-
-    def _c(self, name):
-        return getattr(self, name).clamp(self.log_c_min, self.log_c_max).exp()
-
-    def forward(self, text_feats=None, image_feats=None):
-        """Curvatures for this step.
-
-        Args:
-            text_feats: ``(N_t, D)`` valid tangent-space text path features.
-            image_feats: ``(N_i, D)`` valid tangent-space image path features.
-                Both are used only by the ``intermediate`` mode (for the radii); if
-                both are omitted there, the radii use ``ratio = 1``.
-        Returns:
-            :class:`CurvatureState` of 0-d tensors.
-        """
-        self.clamp_()
-        if self._mode == "euclidean":
-            return CurvatureState(None, None, None, True)
-        if self._mode == "shared":
-            c = self._c("log_c")
-            return CurvatureState(c, c, c, False)
-        c_t, c_i = self._c("log_c_text"), self._c("log_c_image")
-        if self._mode == "separate":
-            return CurvatureState(c_t, c_i, self._c("log_c_inter"), False)
-        if (text_feats is None) != (image_feats is None):
-            raise ValueError("Curvatures(mode='intermediate') needs both text_feats and image_feats, or neither")
-        if text_feats is None:
-            r_t, r_i = radii_from_ratio(1.0, c_t, c_i, self.kappa)
-        else:
-            r_t, r_i = path_radii(image_feats, text_feats, c_t, c_i, self.kappa)
-        return CurvatureState(c_t, c_i, intermediate_curvature(c_t, c_i, r_t, r_i), False)
-
-    def extra_repr(self):
-        return (
-            f"mode={self._mode}, c0={self.c0:g}, range=[{self.c0 / 10:g}, {self.c0 * 10:g}], "
-            f"learn={self.learn}, kappa={self.kappa:g}"
-        )

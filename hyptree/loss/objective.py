@@ -29,11 +29,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hyptree.geometry import lorentz
-from hyptree.geometry.curvature import Curvatures, CurvatureState
+from hyptree.geometry.curvatures import Curvatures, CurvatureState
 from hyptree.loss.protect import leaf_loss, node_centric_loss, tree_cut_loss
 from hyptree.tree.cuts import random_cut
 from hyptree.tree.taxonomy import Taxonomy
 
+__all__ = [
+    "PRESETS",
+    "CROSS_TERMS",
+    "ObjectiveSettings",
+    "HierarchicalObjective",
+    "gather_paths",
+    "mmd_loss",
+    "einstein_midpoint",
+    "angle_contrastive_loss",
+]
+
+#: The objective presets (DESIGN section 5) and the cross-modal alignment terms: the one
+#: list of each (the config's PRESET and ALIGN.CROSS are checked against them).
 PRESETS = ("vanilla", "protect", "hyptree")
 CROSS_TERMS = ("entailment", "angle", "mmd")
 

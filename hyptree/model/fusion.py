@@ -1,7 +1,7 @@
 """Text-guided selection over image layer tokens (DESIGN 4.3).
 
 For every text node feature ``t_n`` and every image's layer tokens ``h_1..h_M`` (from
-:class:`hyptree.model.clip_model.VisionTower`), single-head attention with learnable query/key
+:class:`hyptree.model.towers.VisionTower`), single-head attention with learnable query/key
 projections and identity value/output projections::
 
     v_n = sum_j softmax_j( q(t_n) . k(h_j) / sqrt(D) ) h_j

@@ -11,19 +11,23 @@ node, any tree cut) is an argmax over a subset of its columns.
   text-guided cross-attention, ``v_n``, and ``s(image, n) = exp(logit_scale) cos(v_n, t_n)``.
 
 Only the prompts (and MaPLe's coupling layers), the cross-attention query/key and the
-curvatures are trainable; the CLIP weights are frozen.
+curvatures are trainable; the CLIP weights are frozen. Backbone-specific loss terms
+(PromptSRC's self-regulation) come from the prompt learner's ``extra_losses``.
 """
 from __future__ import annotations
+
+import functools
+import operator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hyptree.model.clip_model import TextTower, VisionTower, scale_layers
-from hyptree.geometry.curvature import Curvatures
-from hyptree.model.fusion import TextGuidedSelection
+from hyptree.geometry.curvatures import Curvatures
 from hyptree.loss.objective import HierarchicalObjective, ObjectiveSettings
-from hyptree.model.prompts import build_prompt_learner, frozen_text_features, self_regulating_losses
+from hyptree.model.fusion import TextGuidedSelection
+from hyptree.model.prompts import build_prompt_learner
+from hyptree.model.towers import TextTower, VisionTower, scale_layers
 from hyptree.tree.taxonomy import Taxonomy
 
 
@@ -35,20 +39,20 @@ class HierarchicalCLIP(nn.Module):
         taxonomy: the label tree; its non-root nodes get a text prompt each.
         backbone: ``coop`` | ``maple`` | ``promptsrc``.
         preset: ``vanilla`` | ``protect`` | ``hyptree``.
-        prompt_options: keyword options of the prompt learner.
+        prompt_options: keyword options of the prompt learner (PromptSRC's loss weights
+            ``text_weight`` / ``image_weight`` among them).
         layers: image-tree blocks for a 12-block ViT (scaled to the model's depth).
         image_tree: ``False`` uses the final image feature for every node (ablation).
         pass_through: ``False`` takes raw intermediate class tokens (ablation).
         settings: the objective's weights (``ObjectiveSettings``).
         curvature: keyword options of ``Curvatures`` (mode, c0, learn, kappa).
-        promptsrc: PromptSRC's loss weights ``text_weight``, ``image_weight``.
     """
 
     def __init__(self, clip_model, taxonomy: Taxonomy, backbone: str = "maple",
                  preset: str = "hyptree", prompt_options: dict | None = None,
                  layers=(4, 7), image_tree: bool = True, pass_through: bool = True,
                  settings: ObjectiveSettings | None = None, curvature: dict | None = None,
-                 promptsrc: dict | None = None, seed: int = 0):
+                 seed: int = 0):
         super().__init__()
         settings = settings or ObjectiveSettings(preset=preset)
         if settings.preset != preset:
@@ -70,12 +74,8 @@ class HierarchicalCLIP(nn.Module):
         self.fusion = TextGuidedSelection(dim) if self.hierarchical_image else None
         curvatures = Curvatures(**(curvature or {})) if preset == "hyptree" else None
         self.objective = HierarchicalObjective(taxonomy, settings, curvatures, seed=seed)
-        self.promptsrc = {"text_weight": 25.0, "image_weight": 10.0, **(promptsrc or {})}
-        self._frozen_text = None  # PromptSRC's frozen node text features, per taxonomy
-        # PromptSRC's frozen teacher gets its own tower, so ``vision_tower.calls`` counts
-        # the prompted passes only.
-        self.teacher_tower = VisionTower(clip_model) if backbone == "promptsrc" else None
         self.taxonomy = taxonomy
+        self._classes = {}  # device -> (C,) name index of each leaf, for extra_losses
 
     # ------------------------------------------------------------------ taxonomy
     @staticmethod
@@ -87,7 +87,14 @@ class HierarchicalCLIP(nn.Module):
         self.taxonomy = taxonomy
         self.prompt_learner.set_names(self._node_names(taxonomy))
         self.objective.set_taxonomy(taxonomy)
-        self._frozen_text = None
+        self._classes = {}
+
+    def _class_rows(self, device) -> torch.Tensor:
+        """``(C,)`` index of each class among the prompt learner's names (node id - 1)."""
+        if device not in self._classes:
+            leaves = torch.tensor(self.taxonomy.leaves, dtype=torch.long)
+            self._classes[device] = (leaves - 1).to(device)
+        return self._classes[device]
 
     # ------------------------------------------------------------------ towers
     def text_features(self, prompts=None) -> torch.Tensor:
@@ -141,31 +148,13 @@ class HierarchicalCLIP(nn.Module):
         node_image = self.node_image_features(text, final, tokens)
         scores = self.scores(text, node_image)
         out = self.objective(scores, labels, text_feats=text, image_feats=node_image)
-        if self.backbone == "promptsrc":
-            src = self._promptsrc_terms(images, text, final, scores)
-            out.update({f"src_{k}": v for k, v in src.items() if k != "total"})
-            out["total"] = out["total"] + src["total"]
+        # the root (row/column 0) has no prompt: the learner sees its names' rows only
+        extra = self.prompt_learner.extra_losses(
+            images, text[1:], final, scores[:, 1:], self._class_rows(scores.device))
+        if extra:
+            out.update(extra)
+            out["total"] = out["total"] + functools.reduce(operator.add, extra.values())
         return out
-
-    def _promptsrc_terms(self, images, text, final, scores) -> dict:
-        """PromptSRC's self-regulating terms against the frozen CLIP.
-
-        Text consistency over all nodes; image consistency on the final feature; the
-        logit (KL) consistency over the leaves, the classes the frozen model knows.
-        The frozen image features cost a second, gradient-free pass of the frozen tower
-        (PromptSRC's teacher); it is not a pass of the prompted model.
-        """
-        if self._frozen_text is None:
-            self._frozen_text = frozen_text_features(self.clip, self._node_names(self.taxonomy))
-        frozen_text = self._frozen_text.to(text.device)
-        with torch.no_grad():
-            frozen_image = F.normalize(self.teacher_tower(images)[0].float(), dim=-1)
-        leaves = torch.tensor(self.taxonomy.leaves, device=scores.device)
-        scale = self.clip.logit_scale.exp().float()
-        frozen_logits = scale * frozen_image @ frozen_text[leaves - 1].t()
-        return self_regulating_losses(
-            text[1:], frozen_text, final, frozen_image, scores[:, leaves], frozen_logits,
-            text_weight=self.promptsrc["text_weight"], image_weight=self.promptsrc["image_weight"])
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]

@@ -2,7 +2,7 @@
 
 A learner owns only prompt parameters (and MaPLe's coupling layers); CLIP stays frozen
 (:func:`freeze`). Calling it returns a :class:`PromptOutput` that the towers of
-:mod:`hyptree.model.clip_model` consume::
+:mod:`hyptree.model.towers` consume::
 
     learner = build_prompt_learner("maple", clip_model, names)
     out = learner()
@@ -21,23 +21,24 @@ keeping its parameters.
 Parameters are float32 whatever CLIP's precision (the towers cast prompts to their dtype),
 so SGD updates are not lost to fp16 rounding.
 
-Also here: PromptSRC's self-regulating losses and Gaussian prompt aggregation (GPA).
+Backbone-specific loss terms come from the learner too: :meth:`PromptLearner.extra_losses`
+returns nothing by default, PromptSRC's returns its self-regulating terms
+(:class:`hyptree.model.promptsrc.SelfRegulation`), and the model adds whatever it gets.
+:data:`BACKBONES` lists the learner kinds :func:`build_prompt_learner` knows.
 """
 import copy
-import math
 from collections import OrderedDict
 from typing import List, NamedTuple, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clip.simple_tokenizer import SimpleTokenizer
-
-from hyptree.model.clip_model import TextTower
+from hyptree.model.promptsrc import IMAGE_LOSS_WEIGHT, TEXT_LOSS_WEIGHT, SelfRegulation
+from hyptree.model.tokens import tokenize_prompts, tokenizer
 
 __all__ = [
+    "BACKBONES",
     "PromptOutput",
     "PromptLearner",
     "CoOpPromptLearner",
@@ -45,27 +46,7 @@ __all__ = [
     "PromptSRCPromptLearner",
     "build_prompt_learner",
     "freeze",
-    "tokenize_prompts",
-    "DEFAULT_TEMPLATES",
-    "TEXT_LOSS_WEIGHT",
-    "IMAGE_LOSS_WEIGHT",
-    "frozen_text_features",
-    "self_regulating_losses",
-    "GaussianPromptAggregator",
 ]
-
-_TOKENIZER = None
-
-
-def _tokenizer():
-    global _TOKENIZER
-    if _TOKENIZER is None:
-        _TOKENIZER = SimpleTokenizer()
-    return _TOKENIZER
-
-
-def _special(name):
-    return _tokenizer().encoder[name]
 
 
 class PromptOutput(NamedTuple):
@@ -90,25 +71,6 @@ def freeze(clip_model):
     for param in clip_model.parameters():
         param.requires_grad_(False)
     return clip_model.eval()
-
-
-def tokenize_prompts(texts, context_length=77, middle=None):
-    """Token ids ``(len(texts), context_length)`` (int64) for prompt texts.
-
-    ``middle`` (a list of ids) is inserted right after SOS, before the text: used for the
-    context placeholders. Raises ``ValueError`` naming the text when a prompt does not fit.
-    """
-    tok = _tokenizer()
-    sot, eot = _special("<|startoftext|>"), _special("<|endoftext|>")
-    middle = list(middle or [])
-    out = torch.zeros(len(texts), context_length, dtype=torch.long)
-    for row, text in enumerate(texts):
-        ids = [sot] + middle + tok.encode(text) + [eot]
-        if len(ids) > context_length:
-            raise ValueError(f"prompt for {text!r} has {len(ids)} tokens, more than the context "
-                             f"length {context_length}; shorten the name or use a display name")
-        out[row, :len(ids)] = torch.tensor(ids)
-    return out
 
 
 class PromptLearner(nn.Module):
@@ -138,7 +100,7 @@ class PromptLearner(nn.Module):
         visual = clip_model.visual
         self.vision_width = visual.conv1.weight.shape[0] if hasattr(visual, "class_embedding") else None
         self.truncate = truncate
-        init_ids = _tokenizer().encode(ctx_init.replace("_", " ")) if ctx_init else []
+        init_ids = tokenizer().encode(ctx_init.replace("_", " ")) if ctx_init else []
         if n_ctx is None:
             n_ctx = len(init_ids) or self.default_n_ctx
         if n_ctx < 1:
@@ -152,7 +114,7 @@ class PromptLearner(nn.Module):
                 vectors[:known] = embedding.weight[torch.tensor(init_ids[:known],
                                                    device=embedding.weight.device)].float().cpu()
         self.ctx = nn.Parameter(vectors)
-        placeholder = _tokenizer().encode("X")[0]
+        placeholder = tokenizer().encode("X")[0]
         # ids at the context positions only matter for readability: their embeddings are replaced
         self._middle = init_ids[:n_ctx] + [placeholder] * (n_ctx - known) + init_ids[n_ctx:]
         self.set_names(names)
@@ -194,6 +156,22 @@ class PromptLearner(nn.Module):
     def forward(self):
         embeds, tokens = self.text_inputs()
         return PromptOutput(embeds, tokens)
+
+    def extra_losses(self, images, text, image, logits, classes):
+        """Loss terms this backbone adds to the training objective: none by default.
+
+        Called once per training step after the prompted passes, with their results.
+
+        Args:
+            images: ``(B, 3, H, W)`` the batch.
+            text: ``(N, D)`` prompted text features of this learner's names (in order).
+            image: ``(B, D)`` prompted final image features.
+            logits: ``(B, N)`` prompted scores of the names (scaled cosines).
+            classes: ``(C,)`` long tensor: the names that are the classes, by index.
+        Returns:
+            ``{name: scalar tensor}``; each is logged and added to the total as it is.
+        """
+        return {}
 
     def extra_repr(self):
         return f"names={len(self.names)}, n_ctx={self.n_ctx}, ctx_init={self.ctx_init!r}"
@@ -265,14 +243,19 @@ class PromptSRCPromptLearner(PromptLearner):
     4 vision tokens, depth 9 on both sides. ``depth_text >= 1`` (shallow context + deep
     prompts for blocks 1..depth-1); ``depth_vision`` 0 means no vision prompts, otherwise a
     shallow vision prompt plus deep ones for blocks 1..depth-1. All new prompts are
-    ``N(0, 0.02^2)``. The self-regulating losses and GPA are :func:`self_regulating_losses`
-    and :class:`GaussianPromptAggregator`.
+    ``N(0, 0.02^2)``.
+
+    Its :meth:`extra_losses` are PromptSRC's self-regulating terms against the frozen CLIP
+    (:class:`~hyptree.model.promptsrc.SelfRegulation`, weights ``text_weight`` and
+    ``image_weight``), named ``src_text``, ``src_image`` and ``src_logits``. GPA is
+    :class:`~hyptree.model.promptsrc.GaussianPromptAggregator`, driven by the trainer.
     """
 
     default_n_ctx = 4
 
     def __init__(self, clip_model, names, n_ctx_text=4, n_ctx_vision=4, ctx_init="a photo of a",
-                 depth_text=9, depth_vision=9, truncate=True):
+                 depth_text=9, depth_vision=9, truncate=True, text_weight=TEXT_LOSS_WEIGHT,
+                 image_weight=IMAGE_LOSS_WEIGHT):
         super().__init__(clip_model, names, n_ctx_text, ctx_init, truncate)
         if depth_text < 1 or depth_vision < 0:
             raise ValueError(f"PromptSRC needs depth_text >= 1 and depth_vision >= 0, got "
@@ -292,15 +275,23 @@ class PromptSRCPromptLearner(PromptLearner):
         self.vision_shallow = (nn.Parameter(torch.empty(n_ctx_vision, self.vision_width).normal_(std=0.02))
                                if depth_vision else None)
         self.vision_deep = prompts(max(depth_vision - 1, 0), n_ctx_vision, self.vision_width)
+        # plain attribute: no parameters, nothing in the state dict; shared by with_names views
+        self.regulariser = SelfRegulation(clip_model, text_weight, image_weight)
 
     def forward(self):
         embeds, tokens = self.text_inputs()
         return PromptOutput(embeds, tokens, list(self.text_deep) or None, self.vision_shallow,
                             list(self.vision_deep) or None)
 
+    def extra_losses(self, images, text, image, logits, classes):
+        terms = self.regulariser(self.names, images, text, image, logits[:, classes], classes)
+        return {f"src_{k}": v for k, v in terms.items() if k != "total"}
+
 
 _LEARNERS = {"coop": CoOpPromptLearner, "maple": MaPLePromptLearner,
              "promptsrc": PromptSRCPromptLearner}
+#: The backbones (prompt learner kinds) :func:`build_prompt_learner` builds.
+BACKBONES = tuple(_LEARNERS)
 
 
 def build_prompt_learner(kind, clip_model, names, **options):
@@ -313,150 +304,3 @@ def build_prompt_learner(kind, clip_model, names, **options):
         raise ValueError(f"unknown prompt learner {kind!r}; choose from {sorted(_LEARNERS)}")
     learner = _LEARNERS[key](clip_model, names, **options)
     return learner.to(clip_model.token_embedding.weight.device)
-
-
-# --------------------------------------------------------------------------- PromptSRC
-
-TEXT_LOSS_WEIGHT = 25.0
-IMAGE_LOSS_WEIGHT = 10.0
-
-# Hand-crafted templates for PromptSRC's frozen text features. The first is CLIP's basic
-# prompt; the other seven are the ensemble subset CLIP's ImageNet prompt-engineering
-# notebook reports as best. PromptSRC itself averages all 60+ ImageNet templates, which for
-# thousands of taxonomy nodes is a long one-off pass; pass your own list to match it.
-DEFAULT_TEMPLATES = (
-    "a photo of a {}.",
-    "itap of a {}.",
-    "a bad photo of the {}.",
-    "a origami {}.",
-    "a photo of the large {}.",
-    "a {} in a video game.",
-    "art of the {}.",
-    "a photo of the small {}.",
-)
-
-
-@torch.no_grad()
-def frozen_text_features(clip_model, names, templates=DEFAULT_TEMPLATES, batch_size=1024):
-    """Frozen CLIP text features per name, averaged over templates, as PromptSRC's teacher.
-
-    The unnormalised features of every template are averaged, then L2-normalised.
-    Returns ``(N, D)`` float32 on the model's device. ``batch_size`` bounds prompts per pass.
-    """
-    tower = TextTower(clip_model)
-    embedding = clip_model.token_embedding
-    device = embedding.weight.device
-    total = None
-    for template in templates:
-        if "{}" not in template:
-            raise ValueError(f"template {template!r} has no '{{}}' placeholder for the name")
-        tokens = tokenize_prompts([template.format(n) for n in names],
-                                  clip_model.positional_embedding.shape[0]).to(device)
-        feats = torch.cat([tower(embedding(chunk), chunk).float()
-                           for chunk in tokens.split(batch_size)])
-        total = feats if total is None else total + feats
-    return F.normalize(total / len(templates), dim=-1)
-
-
-def self_regulating_losses(text_features, frozen_text, image_features, frozen_image, logits,
-                           frozen_logits, text_weight=TEXT_LOSS_WEIGHT,
-                           image_weight=IMAGE_LOSS_WEIGHT, temperature=1.0):
-    """PromptSRC's self-regulating consistency terms against the frozen model.
-
-    Args:
-        text_features, frozen_text: ``(N, D)`` prompted / frozen text features.
-        image_features, frozen_image: ``(B, D)`` prompted / frozen image features.
-        logits, frozen_logits: ``(B, N)`` prompted / frozen logits.
-    All features are L2-normalised here (idempotent if already done); frozen inputs are
-    detached; everything is computed in float32.
-
-    Returns a dict: ``text = text_weight * mean|t - t0|``, ``image = image_weight * mean|f - f0|``,
-    ``logits = T^2 * KL(softmax(z0/T) || softmax(z/T)) summed / numel(z)`` (PromptSRC
-    normalises by the number of logits, not by the batch), and ``total`` their sum.
-    """
-    t = F.normalize(text_features.float(), dim=-1)
-    t0 = F.normalize(frozen_text.detach().float(), dim=-1)
-    f = F.normalize(image_features.float(), dim=-1)
-    f0 = F.normalize(frozen_image.detach().float(), dim=-1)
-    text = F.l1_loss(t, t0) * text_weight
-    image = F.l1_loss(f, f0) * image_weight
-    kl = F.kl_div(F.log_softmax(logits.float() / temperature, dim=-1),
-                  F.log_softmax(frozen_logits.detach().float() / temperature, dim=-1),
-                  reduction="sum", log_target=True)
-    kl = kl * temperature ** 2 / logits.numel()
-    return {"text": text, "image": image, "logits": kl, "total": text + image + kl}
-
-
-class GaussianPromptAggregator:
-    """PromptSRC's Gaussian prompt aggregation (GPA) over training epochs.
-
-    Epoch ``e`` (0-based, Dassl's ``self.epoch``) gets weight
-    ``w_e = g(e + 1) / sum_{k=1..E} g(k)`` with ``g`` the N(mean, std^2) density, ``E =
-    max_epochs``; after each epoch ``update(e, learner.state_dict())`` adds ``w_e *`` the
-    floating-point tensors to a running sum. ``aggregated_state()`` is that sum divided by the
-    weights seen so far (equal to PromptSRC's sum once every epoch is in; a fair average if
-    training stopped early). Non-float entries keep their latest value.
-
-    Defaults mean 30, std 30 are PromptSRC's few-shot setting (and DESIGN's); its
-    base-to-novel config uses mean 15, std 1 over 20 epochs.
-    """
-
-    def __init__(self, max_epochs, mean=30.0, std=30.0):
-        if max_epochs < 1 or std <= 0:
-            raise ValueError(f"need max_epochs >= 1 and std > 0, got {max_epochs}, {std}")
-        self.max_epochs, self.mean, self.std = int(max_epochs), float(mean), float(std)
-        epochs = np.arange(1, self.max_epochs + 1, dtype=np.float64)
-        density = np.exp(-0.5 * ((epochs - self.mean) / self.std) ** 2) / (self.std * math.sqrt(2 * math.pi))
-        self.weights = density / density.sum()
-        self._sum = {}
-        self._latest = {}
-        self._seen = []
-
-    @property
-    def epochs_seen(self):
-        return list(self._seen)
-
-    @property
-    def complete(self):
-        return len(self._seen) == self.max_epochs
-
-    def update(self, epoch, state_dict):
-        """Add the prompt state after 0-based ``epoch`` (each epoch at most once)."""
-        if not 0 <= epoch < self.max_epochs:
-            raise ValueError(f"epoch {epoch} outside [0, {self.max_epochs})")
-        if epoch in self._seen:
-            raise ValueError(f"epoch {epoch} was already aggregated (resumed twice?)")
-        weight = float(self.weights[epoch])
-        for key, value in state_dict.items():
-            value = value.detach()
-            if value.is_floating_point():
-                term = value.float() * weight
-                self._sum[key] = term if key not in self._sum else self._sum[key] + term
-                self._latest[key] = value.dtype
-            else:
-                self._latest[key] = value.clone()
-        self._seen.append(int(epoch))
-
-    def aggregated_state(self):
-        """The Gaussian-weighted average state dict (original dtypes)."""
-        if not self._seen:
-            raise RuntimeError("no epoch aggregated yet")
-        mass = float(sum(self.weights[e] for e in self._seen))
-        out = {}
-        for key, latest in self._latest.items():
-            out[key] = (self._sum[key] / mass).to(latest) if isinstance(latest, torch.dtype) else latest.clone()
-        return out
-
-    def state_dict(self):
-        """Everything needed to resume (put it in the trainer's checkpoint)."""
-        return {"max_epochs": self.max_epochs, "mean": self.mean, "std": self.std,
-                "sum": {k: v.clone() for k, v in self._sum.items()},
-                "latest": dict(self._latest), "seen": list(self._seen)}
-
-    def load_state_dict(self, state):
-        if (state["max_epochs"], state["mean"], state["std"]) != (self.max_epochs, self.mean, self.std):
-            raise ValueError(f"GPA settings differ from the checkpoint's "
-                             f"{(state['max_epochs'], state['mean'], state['std'])}")
-        self._sum = {k: v.clone() for k, v in state["sum"].items()}
-        self._latest = dict(state["latest"])
-        self._seen = list(state["seen"])

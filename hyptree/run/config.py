@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from yacs.config import CfgNode as CN
 
+from hyptree.geometry.curvatures import CURVATURE_MODES
+from hyptree.loss.objective import CROSS_TERMS, PRESETS
+from hyptree.model.prompts import BACKBONES
+from hyptree.model.promptsrc import IMAGE_LOSS_WEIGHT, TEXT_LOSS_WEIGHT
 from hyptree.tree.splits import SPLIT_MODES
-
-BACKBONES = ("coop", "maple", "promptsrc")
-PRESETS = ("vanilla", "protect", "hyptree")
-CURVATURE_MODES = ("euclidean", "shared", "separate", "intermediate")
-CROSS_TERMS = ("entailment", "angle", "mmd")
 
 
 __all__ = [
@@ -148,8 +147,8 @@ def _backbone_defaults() -> dict[str, CN]:
     src.PREC = "fp16"
     src.PROMPT_DEPTH_VISION = 9
     src.PROMPT_DEPTH_TEXT = 9
-    src.TEXT_LOSS_WEIGHT = 25  # ints, as PromptSRC declares them (yacs will not merge 25 into a float)
-    src.IMAGE_LOSS_WEIGHT = 10
+    src.TEXT_LOSS_WEIGHT = TEXT_LOSS_WEIGHT  # ints, as PromptSRC declares them (yacs will not merge 25 into a float)
+    src.IMAGE_LOSS_WEIGHT = IMAGE_LOSS_WEIGHT
     src.GPA_MEAN = 15
     src.GPA_STD = 1
     return {"COOP": coop, "MAPLE": maple, "PROMPTSRC": src}

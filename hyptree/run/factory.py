@@ -29,7 +29,8 @@ def prompt_options(cfg, backbone: str) -> dict:
         return dict(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, depth=c.PROMPT_DEPTH)
     c = cfg.TRAINER.PROMPTSRC
     return dict(n_ctx_text=c.N_CTX_TEXT, n_ctx_vision=c.N_CTX_VISION, ctx_init=c.CTX_INIT,
-                depth_text=c.PROMPT_DEPTH_TEXT, depth_vision=c.PROMPT_DEPTH_VISION)
+                depth_text=c.PROMPT_DEPTH_TEXT, depth_vision=c.PROMPT_DEPTH_VISION,
+                text_weight=c.TEXT_LOSS_WEIGHT, image_weight=c.IMAGE_LOSS_WEIGHT)
 
 
 def objective_settings(cfg) -> ObjectiveSettings:
@@ -51,14 +52,12 @@ def curvature_options(cfg) -> dict:
 def build_model(cfg, clip_model, taxonomy: Taxonomy) -> HierarchicalCLIP:
     """``HierarchicalCLIP`` on ``clip_model`` for ``taxonomy`` as the config says."""
     h = cfg.TRAINER.HYPTREE
-    src = cfg.TRAINER.PROMPTSRC
     return HierarchicalCLIP(
         clip_model, taxonomy, backbone=h.BACKBONE, preset=h.PRESET,
         prompt_options=prompt_options(cfg, h.BACKBONE),
         layers=tuple(h.LAYERS), image_tree=h.IMAGE_TREE, pass_through=h.PASS_THROUGH,
         settings=objective_settings(cfg),
         curvature=curvature_options(cfg),
-        promptsrc=dict(text_weight=src.TEXT_LOSS_WEIGHT, image_weight=src.IMAGE_LOSS_WEIGHT),
         seed=max(int(cfg.SEED), 0),
     )
 

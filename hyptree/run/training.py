@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hyptree.model.loading import PRECISIONS
 from hyptree.run.config import cfg_get
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------- precision
 
-PRECISIONS = ("fp16", "bf16", "fp32", "amp")
 _warned: set = set()
 
 

@@ -1,0 +1,282 @@
+"""Running CLIP's two towers with deep prompts and layer-token pass-through.
+
+Everything here works on the ``clip`` package's model class (PyPI ``openai-clip``) and on
+the modified copies vendored by MaPLe / PromptSRC, because it only touches the standard
+module names:
+
+- vision: ``visual.conv1``, ``visual.class_embedding``, ``visual.positional_embedding``,
+  ``visual.ln_pre``, ``visual.transformer.resblocks[i].{ln_1, attn, ln_2, mlp, attn_mask}``,
+  ``visual.ln_post``, ``visual.proj``;
+- text: ``token_embedding``, ``positional_embedding``, ``transformer.resblocks[i]``,
+  ``ln_final``, ``text_projection``.
+
+The towers never call a block's own ``forward`` (MaPLe's blocks take a list, IVLP blocks
+insert their own prompts); they run ``x + attn(ln_1(x)) ; x + mlp(ln_2(x))`` from the
+block's submodules. Prompts are *arguments*, not state, so one CLIP serves the prompted
+model and (with no prompts) the frozen zero-shot model of PromptSRC.
+
+OpenAI's blocks work on sequence-first tensors ``(L, N, W)``; the text attention carries
+a causal ``attn_mask``.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["scale_layers", "TextTower", "VisionTower"]
+
+
+def scale_layers(layers=(4, 7), depth=12, reference_depth=12):
+    """Scale layer-token block indices given for a ``reference_depth``-block ViT to ``depth``.
+
+    ``p -> floor(p * depth / reference_depth + 1/2)``, clamped into ``[1, depth - 1]`` (the last
+    block's token is always kept separately). Examples: ``(4, 7)`` stays ``(4, 7)`` for ViT-B
+    (12 blocks), becomes ``(8, 14)`` for ViT-L (24) and ``(1, 2)`` for a 4-block test model.
+    Raises ``ValueError`` when the scaled indices are not strictly increasing (too shallow).
+    """
+    if depth < 2:
+        raise ValueError(f"a ViT with {depth} block(s) has no intermediate layer tokens")
+    scaled = tuple(min(depth - 1, max(1, math.floor(p * depth / reference_depth + 0.5)))
+                   for p in layers)
+    if any(b <= a for a, b in zip(scaled, scaled[1:])):
+        raise ValueError(f"layers {tuple(layers)} scaled from {reference_depth} to {depth} blocks "
+                         f"give {scaled}, which is not strictly increasing; pass explicit "
+                         f"layers for this depth")
+    return scaled
+
+
+def _block_mask(block, length, dtype, device, cache):
+    """The block's attention mask cut to ``length``, on ``device``; cached per tower, since
+    OpenAI's blocks keep it as a plain attribute that ``model.to(device)`` does not move."""
+    mask = getattr(block, "attn_mask", None)
+    if mask is None:
+        return None
+    key = (id(block), length, dtype, device)
+    source, cut = cache.get(key, (None, None))
+    if source is not mask:  # first use, or the block's mask was replaced
+        cut = mask[:length, :length].to(dtype=dtype, device=device)
+        cache[key] = (mask, cut)
+    return cut
+
+
+def _run_block(block, x, attn_mask=None):
+    """One pre-LN residual attention block on ``x (L, N, W)`` from its submodules."""
+    h = block.ln_1(x)
+    x = x + block.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
+    return x + block.mlp(block.ln_2(x))
+
+
+def _pass_through(block, h):
+    """Carry kept tokens ``h (k, B, W)`` through ``block``, each attending only to itself.
+
+    With a single key the softmax weight is 1, so attention reduces to its value and output
+    projections: ``h + out_proj(V ln_1(h))``; then the block's MLP as usual.
+    """
+    attn = block.attn
+    width = h.shape[-1]
+    if attn.in_proj_weight is not None:
+        weight = attn.in_proj_weight[2 * width:]
+    else:
+        weight = attn.v_proj_weight
+    bias = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+    h = h + attn.out_proj(F.linear(block.ln_1(h), weight, bias))
+    return h + block.mlp(block.ln_2(h))
+
+
+def _is_causal(mask, length):
+    if mask is None or tuple(mask.shape) != (length, length):
+        return False
+    upper = torch.ones(length, length, dtype=torch.bool, device=mask.device).triu(1)
+    blocked = torch.isinf(mask) & (mask < 0)
+    return bool(torch.equal(blocked, upper) and (mask[~upper] == 0).all())
+
+
+def _check_prompt(prompt, width, what):
+    if prompt.dim() != 2 or prompt.shape[1] != width:
+        raise ValueError(f"{what} must have shape (n, {width}), got {tuple(prompt.shape)}")
+
+
+class TextTower(nn.Module):
+    """CLIP's text transformer with MaPLe/PromptSRC deep prompts.
+
+    Holds a reference to ``clip_model`` without registering it (no parameters of its own,
+    nothing duplicated in checkpoints of modules that own a tower). ``calls`` counts passes.
+    """
+
+    def __init__(self, clip_model):
+        super().__init__()
+        object.__setattr__(self, "clip_model", clip_model)  # reference, not a submodule
+        object.__setattr__(self, "blocks", list(clip_model.transformer.resblocks))
+        self.num_layers = len(self.blocks)
+        self.width = clip_model.ln_final.weight.shape[0]
+        self.context_length = clip_model.positional_embedding.shape[0]
+        # Causal attention: the EOT token never sees later positions, so those can be cut.
+        self.causal = all(_is_causal(b.attn_mask, self.context_length) for b in self.blocks)
+        self._masks = {}
+        self.calls = 0
+
+    @property
+    def dtype(self):
+        return self.clip_model.text_projection.dtype
+
+    def forward(self, token_embeds, tokens, deep_prompts=None, truncate=True):
+        """Text features for prompts given as token embeddings.
+
+        Args:
+            token_embeds: ``(N, L, W)`` input embeddings (SOS, context, name, EOT, padding),
+                before the positional embedding; ``L <= context_length``.
+            tokens: ``(N, L)`` token ids; the EOT token is the largest id (``argmax``).
+            deep_prompts: ``None`` or a list of ``(n_j, W)`` tensors; entry ``j - 1`` replaces
+                positions ``1..n_j`` (right after SOS) of the input of block ``j``
+                (0-based, ``j = 1..len``), as MaPLe and PromptSRC do. Blocks past the list
+                are untouched.
+            truncate: drop positions after the batch's last EOT before the transformer.
+                Exact because the mask is causal; skipped when it is not.
+
+        Returns:
+            ``(N, D)`` unnormalised text features in the tower's dtype.
+        """
+        self.calls += 1
+        model = self.clip_model
+        if token_embeds.dim() != 3 or token_embeds.shape[-1] != self.width:
+            raise ValueError(f"token_embeds must be (N, L, {self.width}), got {tuple(token_embeds.shape)}")
+        count, length = token_embeds.shape[:2]
+        if tuple(tokens.shape) != (count, length):
+            raise ValueError(f"tokens must be {(count, length)}, got {tuple(tokens.shape)}")
+        if length > self.context_length:
+            raise ValueError(f"sequence length {length} exceeds the context length {self.context_length}")
+        if length < self.context_length and not self.causal:
+            raise ValueError("shortened sequences need a causal text attention mask")
+        deep_prompts = list(deep_prompts or [])
+        if len(deep_prompts) > self.num_layers - 1:
+            raise ValueError(f"{len(deep_prompts)} deep text prompts for {self.num_layers} blocks "
+                             f"(at most {self.num_layers - 1}: block 0 takes the shallow context)")
+        eot = tokens.argmax(dim=-1)
+        first_eot, last_eot = (int(v) for v in torch.stack([eot.min(), eot.max()]).tolist())
+        for j, prompt in enumerate(deep_prompts, start=1):
+            _check_prompt(prompt, self.width, f"deep text prompt {j}")
+            if 1 + prompt.shape[0] > first_eot:
+                raise ValueError(f"deep text prompt {j} has {prompt.shape[0]} tokens and would "
+                                 f"overwrite an EOT token at position {first_eot}")
+        if truncate and self.causal:
+            length = last_eot + 1
+            token_embeds = token_embeds[:, :length]
+        dtype = self.dtype
+        x = token_embeds.to(dtype) + model.positional_embedding[:length].to(dtype)
+        x = x.permute(1, 0, 2)  # (L, N, W)
+        for i, block in enumerate(self.blocks):
+            if 1 <= i <= len(deep_prompts):
+                prompt = deep_prompts[i - 1].to(dtype)
+                prompt = prompt.unsqueeze(1).expand(-1, count, -1)
+                x = torch.cat([x[:1], prompt, x[1 + prompt.shape[0]:]], dim=0)
+            x = _run_block(block, x, _block_mask(block, length, dtype, x.device, self._masks))
+        x = x[eot, torch.arange(count, device=x.device)]  # (N, W): the EOT token of each prompt
+        x = model.ln_final(x).to(dtype)
+        return x @ model.text_projection
+
+
+class VisionTower(nn.Module):
+    """CLIP's ViT with appended visual prompts and pass-through layer tokens (DESIGN 4.1-4.2).
+
+    Holds a reference to ``clip_model`` (not registered; no parameters of its own). Works for
+    any width, depth and patch size. ``calls`` counts forward passes so callers can check
+    one image pass per step.
+    """
+
+    def __init__(self, clip_model):
+        super().__init__()
+        visual = clip_model.visual
+        if not all(hasattr(visual, n) for n in ("conv1", "class_embedding", "transformer", "proj")):
+            raise TypeError(f"VisionTower needs a ViT CLIP backbone; got {type(visual).__name__} "
+                            f"(ResNet backbones have no class token or visual prompts)")
+        object.__setattr__(self, "visual", visual)  # reference, not a submodule
+        object.__setattr__(self, "blocks", list(visual.transformer.resblocks))
+        for i, block in enumerate(self.blocks):
+            if block.attn.bias_k is not None or block.attn.add_zero_attn:
+                raise ValueError(f"vision block {i}: attention with bias_k/add_zero_attn is not "
+                                 f"supported by the pass-through")
+        self.num_layers = len(self.blocks)
+        self.width = visual.conv1.weight.shape[0]
+        self.patch_size = visual.conv1.weight.shape[-1]
+        self.input_resolution = getattr(visual, "input_resolution", None)
+        self.output_dim = visual.proj.shape[1]
+        self._masks = {}
+        self.calls = 0
+
+    @property
+    def dtype(self):
+        return self.visual.conv1.weight.dtype
+
+    def _check_keep(self, keep_layers):
+        keep = tuple(int(p) for p in keep_layers)
+        if any(b <= a for a, b in zip(keep, keep[1:])) or any(not 1 <= p < self.num_layers for p in keep):
+            raise ValueError(f"keep_layers must be strictly increasing block counts in "
+                             f"[1, {self.num_layers - 1}] (the last block's token is always "
+                             f"returned), got {tuple(keep_layers)}; see scale_layers()")
+        return keep
+
+    def forward(self, images, shallow_prompts=None, deep_prompts=None, keep_layers=(),
+                pass_through=True):
+        """Image features and layer tokens.
+
+        Args:
+            images: ``(B, 3, H, W)``, cast to the tower's dtype.
+            shallow_prompts: ``None`` or ``(n, Wv)``, appended after the patch tokens once the
+                positional embedding is added (before ``ln_pre``), as MaPLe/PromptSRC do.
+            deep_prompts: ``None`` or a list of ``(n, Wv)``; entry ``j - 1`` replaces the last
+                ``n`` tokens of the input of block ``j`` (0-based, ``j = 1..len``). Needs
+                ``shallow_prompts`` with the same ``n``.
+            keep_layers: 1-based block counts ``p_1 < ... < p_m < depth``: the class token
+                after block ``p`` (output of ``resblocks[p - 1]``) is kept.
+            pass_through: carry each kept token through every later block attending only to
+                itself (DESIGN 4.2), then ``ln_post`` and ``proj``. ``False`` takes the raw
+                kept tokens straight to ``ln_post`` and ``proj`` (ablation).
+
+        Returns:
+            ``(final (B, D), layer_tokens)``: ``layer_tokens`` is ``(B, m + 1, D)`` holding
+            ``[h_{p_1}, ..., h_{p_m}, final]`` in the joint space, or ``None`` when
+            ``keep_layers`` is empty. Both in the tower's dtype.
+        """
+        self.calls += 1
+        visual, dtype = self.visual, self.dtype
+        keep = self._check_keep(keep_layers)
+        if images.dim() != 4 or (self.input_resolution and images.shape[-2:] != (self.input_resolution,) * 2):
+            raise ValueError(f"images must be (B, 3, {self.input_resolution}, {self.input_resolution}), "
+                             f"got {tuple(images.shape)}")
+        x = visual.conv1(images.to(dtype))  # (B, W, g, g)
+        batch = x.shape[0]
+        x = x.flatten(2).transpose(1, 2)  # (B, g*g, W)
+        cls = visual.class_embedding.to(dtype).expand(batch, 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(dtype)
+        n_prompt = 0
+        if shallow_prompts is not None:
+            _check_prompt(shallow_prompts, self.width, "shallow vision prompt")
+            n_prompt = shallow_prompts.shape[0]
+            x = torch.cat([x, shallow_prompts.to(dtype).expand(batch, -1, -1)], dim=1)
+        deep_prompts = list(deep_prompts or [])
+        if deep_prompts and shallow_prompts is None:
+            raise ValueError("deep vision prompts replace the shallow ones; pass shallow_prompts too")
+        if len(deep_prompts) > self.num_layers - 1:
+            raise ValueError(f"{len(deep_prompts)} deep vision prompts for {self.num_layers} blocks "
+                             f"(at most {self.num_layers - 1})")
+        for j, prompt in enumerate(deep_prompts, start=1):
+            _check_prompt(prompt, self.width, f"deep vision prompt {j}")
+            if prompt.shape[0] != n_prompt:
+                raise ValueError(f"deep vision prompt {j} has {prompt.shape[0]} tokens, the shallow "
+                                 f"prompt {n_prompt}")
+        x = visual.ln_pre(x).permute(1, 0, 2)  # (S, B, W)
+        length = x.shape[0]
+        kept = None  # (k, B, W) class tokens kept so far
+        for i, block in enumerate(self.blocks):
+            if 1 <= i <= len(deep_prompts):
+                prompt = deep_prompts[i - 1].to(dtype).unsqueeze(1).expand(-1, batch, -1)
+                x = torch.cat([x[:length - n_prompt], prompt], dim=0)
+            if pass_through and kept is not None:
+                kept = _pass_through(block, kept)
+            x = _run_block(block, x, _block_mask(block, length, dtype, x.device, self._masks))
+            if i + 1 in keep:
+                kept = x[:1] if kept is None else torch.cat([kept, x[:1]], dim=0)
+        tokens = x[:1] if kept is None else torch.cat([kept, x[:1]], dim=0)  # (m+1, B, W)
+        tokens = visual.ln_post(tokens.transpose(0, 1)) @ visual.proj  # (B, m+1, D)
+        return tokens[:, -1], (tokens if keep else None)
