@@ -2,7 +2,8 @@
 
     from hyptree.run import add_hyptree_config, default_config, build_model
 
-* :mod:`~hyptree.run.config` - the keys and their defaults, :func:`check_config`, :func:`cfg_get`;
+* :mod:`~hyptree.run.config` - the keys and their defaults, :func:`check_config`;
+* :mod:`~hyptree.run.dotted` - :func:`cfg_get`, the one dotted-key reader;
 * :mod:`~hyptree.run.factory` - model and dataset options from a config;
 * :mod:`~hyptree.run.records` - evaluation cuts, config hash, the ``results.json`` record;
 * :mod:`~hyptree.run.training` - precision, learning-rate schedule, checkpoint state;
@@ -16,9 +17,10 @@ import importlib
 _EXPORTS = {
     "hyptree.run.config": (
         "add_hyptree_config", "default_config", "check_config", "configure_for_trainer",
-        "resolve_backbone", "cfg_get", "require_keys",
+        "resolve_backbone",
         "BACKBONES", "PRESETS", "CURVATURE_MODES", "CROSS_TERMS", "SPLIT_MODES",
     ),
+    "hyptree.run.dotted": ("cfg_get", "require_keys"),
     "hyptree.run.factory": (
         "build_model", "dataset_options", "prompt_options", "objective_settings", "curvature_options",
     ),

@@ -36,44 +36,12 @@ __all__ = [
     "check_config",
     "configure_for_trainer",
     "resolve_backbone",
-    "cfg_get",
-    "require_keys",
     "BACKBONES",
     "PRESETS",
     "CURVATURE_MODES",
     "CROSS_TERMS",
     "SPLIT_MODES",
 ]
-
-_MISSING = object()
-
-
-def cfg_get(cfg, dotted: str, default=_MISSING):
-    """``cfg_get(cfg, "TRAINER.HYPTREE.PRESET")``: the value at a dotted key.
-
-    Without ``default`` a missing key raises ``KeyError`` naming the first missing part;
-    with it, ``default`` is returned.
-    """
-    node = cfg
-    for i, part in enumerate(dotted.split(".")):
-        if not hasattr(node, "keys") or part not in node:
-            if default is _MISSING:
-                raise KeyError(f"config has no key {'.'.join(dotted.split('.')[:i + 1])}")
-            return default
-        node = node[part]
-    return node
-
-
-def require_keys(cfg, keys, purpose: str) -> None:
-    """Raise ``KeyError`` listing the dotted ``keys`` missing from ``cfg``."""
-    absent = object()
-    missing = [k for k in keys if cfg_get(cfg, k, absent) is absent]
-    if missing:
-        raise KeyError(
-            f"config lacks {', '.join(missing)}: call hyptree.run.config.add_hyptree_config(cfg) "
-            f"on the Dassl config before {purpose} (train.py's extend_cfg does)"
-        )
-
 
 def _hyptree_defaults() -> CN:
     h = CN()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from hyptree.loss.objective import ObjectiveSettings
 from hyptree.model.hierarchical import HierarchicalCLIP
-from hyptree.run.config import require_keys
+from hyptree.run.dotted import require_keys
 from hyptree.tree.taxonomy import Taxonomy
 
 __all__ = ["build_model", "prompt_options", "objective_settings", "curvature_options", "dataset_options"]

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from hyptree.run.config import cfg_get
+from hyptree.run.dotted import cfg_get
 
 __all__ = [
     "ABLATIONS",

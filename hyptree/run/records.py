@@ -16,7 +16,7 @@ import warnings
 from typing import Sequence
 
 from hyptree.eval.runfiles import RESULTS_FILE, jsonable, write_run
-from hyptree.run.config import cfg_get
+from hyptree.run.dotted import cfg_get
 from hyptree.tree.cutfiles import load_cuts, load_protect_cuts
 from hyptree.tree.cuts import evaluation_cuts, validate_cut
 from hyptree.tree.taxonomy import Taxonomy

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from hyptree.model.loading import PRECISIONS
-from hyptree.run.config import cfg_get
+from hyptree.run.dotted import cfg_get
 
 __all__ = [
     "resolve_precision",
