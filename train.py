@@ -12,14 +12,14 @@ Config: Dassl defaults -> HypTree keys (and the CoOp / CoCoOp / MaPLe / IVLP / V
 PromptSRC sections, so those repositories' yaml files load) -> dataset yaml -> method yaml
 -> command-line flags -> trailing ``KEY VALUE`` options.
 """
+
 import argparse
 
 import torch
-from yacs.config import CfgNode as CN
-
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
 from dassl.utils import collect_env_info, set_random_seed, setup_logger
+from yacs.config import CfgNode as CN
 
 import datasets  # noqa: F401  registers the hierarchical datasets
 import trainers  # noqa: F401  registers MaPLeHypTree, PromptSRCHypTree, CoOpHier
@@ -71,8 +71,14 @@ def extend_cfg(cfg):
     add_hyptree_config(cfg)  # TRAINER.HYPTREE, .COOP, .MAPLE, .PROMPTSRC, DATASET.SUBSAMPLE_*
     extra = {
         "COCOOP": _section(N_CTX=16, CTX_INIT="", PREC="fp16"),
-        "IVLP": _section(N_CTX_VISION=2, N_CTX_TEXT=2, CTX_INIT="a photo of a", PREC="fp16",
-                         PROMPT_DEPTH_VISION=9, PROMPT_DEPTH_TEXT=9),
+        "IVLP": _section(
+            N_CTX_VISION=2,
+            N_CTX_TEXT=2,
+            CTX_INIT="a photo of a",
+            PREC="fp16",
+            PROMPT_DEPTH_VISION=9,
+            PROMPT_DEPTH_TEXT=9,
+        ),
         "VPT": _section(N_CTX_VISION=2, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH_VISION=1),
     }
     for name, node in extra.items():
@@ -112,8 +118,7 @@ def build_parser():
     p.add_argument("--model-dir", type=str, default="", help="checkpoint directory for --eval-only")
     p.add_argument("--load-epoch", type=int, help="checkpoint epoch for --eval-only (default: best)")
     p.add_argument("--no-train", action="store_true", help="build everything, do not train")
-    p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                   help="config overrides as KEY VALUE pairs")
+    p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
     return p
 
 

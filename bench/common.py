@@ -15,6 +15,7 @@ Nothing here is a test; the scripts print tables and one ``result:`` line each.
   after warm-up (``/proc/self/clear_refs``) and read after the measured call. On CUDA,
   ``torch.cuda.max_memory_allocated`` in the same way.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hyptree.model.loading import tiny_clip
 from hyptree.model.hierarchical import HierarchicalCLIP
+from hyptree.model.loading import tiny_clip
 from hyptree.tree import Taxonomy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,24 +54,59 @@ class Shape:
 
     def describe(self) -> str:
         c = self.clip
-        return (f"{self.name}: ViT {c['vision_layers']}x{c['vision_width']} patch {c['vision_patch_size']} "
-                f"@{c['image_resolution']}px, text {c['transformer_layers']}x{c['transformer_width']}, "
-                f"D={c['embed_dim']}, MaPLe depth {self.maple_depth}")
+        return (
+            f"{self.name}: ViT {c['vision_layers']}x{c['vision_width']} patch {c['vision_patch_size']} "
+            f"@{c['image_resolution']}px, text {c['transformer_layers']}x{c['transformer_width']}, "
+            f"D={c['embed_dim']}, MaPLe depth {self.maple_depth}"
+        )
 
 
 SHAPES = {
     # ViT-B/16 (OpenAI's CLIP ViT-B/16 architecture), MaPLe's published depth 9
-    "b16": Shape("b16", dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                             vision_patch_size=16, transformer_width=512, transformer_heads=8,
-                             transformer_layers=12), 9),
+    "b16": Shape(
+        "b16",
+        dict(
+            embed_dim=512,
+            image_resolution=224,
+            vision_layers=12,
+            vision_width=768,
+            vision_patch_size=16,
+            transformer_width=512,
+            transformer_heads=8,
+            transformer_layers=12,
+        ),
+        9,
+    ),
     # a CPU stand-in: half the width and depth of B/16, 112px images (49 patches)
-    "small": Shape("small", dict(embed_dim=256, image_resolution=112, vision_layers=6, vision_width=384,
-                                 vision_patch_size=16, transformer_width=256, transformer_heads=4,
-                                 transformer_layers=6), 5),
+    "small": Shape(
+        "small",
+        dict(
+            embed_dim=256,
+            image_resolution=112,
+            vision_layers=6,
+            vision_width=384,
+            vision_patch_size=16,
+            transformer_width=256,
+            transformer_heads=4,
+            transformer_layers=6,
+        ),
+        5,
+    ),
     # quick runs and tests
-    "tiny": Shape("tiny", dict(embed_dim=64, image_resolution=64, vision_layers=4, vision_width=128,
-                               vision_patch_size=16, transformer_width=64, transformer_heads=2,
-                               transformer_layers=4), 3),
+    "tiny": Shape(
+        "tiny",
+        dict(
+            embed_dim=64,
+            image_resolution=64,
+            vision_layers=4,
+            vision_width=128,
+            vision_patch_size=16,
+            transformer_width=64,
+            transformer_heads=2,
+            transformer_layers=4,
+        ),
+        3,
+    ),
 }
 
 
@@ -87,8 +123,7 @@ def build_model(clip_model, taxonomy: Taxonomy, preset: str, shape: Shape, backb
         options = dict(n_ctx=4, ctx_init="a photo of a")
     else:
         options = dict(depth_text=shape.maple_depth, depth_vision=shape.maple_depth)
-    model = HierarchicalCLIP(clip_model, taxonomy, backbone=backbone, preset=preset,
-                             prompt_options=options, seed=seed)
+    model = HierarchicalCLIP(clip_model, taxonomy, backbone=backbone, preset=preset, prompt_options=options, seed=seed)
     return model.to(next(clip_model.parameters()).device)
 
 
@@ -124,6 +159,7 @@ def _namer(rng: np.random.Generator):
             if n not in used:
                 used.add(n)
                 return n
+
     return name
 
 
@@ -177,8 +213,10 @@ TAXONOMIES = {"sun": sun_like, "deep": deep_tree}
 
 def describe_taxonomy(tax: Taxonomy) -> str:
     s = tax.stats()
-    return (f"{s['nodes']} nodes, {s['leaves']} leaves, {s['internal']} internal, height {s['height']}, "
-            f"leaf depths {s['leaf_depth_histogram']}")
+    return (
+        f"{s['nodes']} nodes, {s['leaves']} leaves, {s['internal']} internal, height {s['height']}, "
+        f"leaf depths {s['leaf_depth_histogram']}"
+    )
 
 
 # ----------------------------------------------------------------------------- timing
@@ -265,12 +303,18 @@ def child_peak_memory(script: str, spec: dict, timeout=3600):
     """
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, script, "--child-mem", json.dumps(spec)], env=env,
-                         capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, script, "--child-mem", json.dumps(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"memory child failed ({spec}):\n{out.stderr[-3000:]}")
-    line = [l for l in out.stdout.splitlines() if l.startswith("child-mem: ")][-1]
-    return json.loads(line[len("child-mem: "):])
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("child-mem: ")][-1]
+    return json.loads(line[len("child-mem: ") :])
 
 
 def child_answer(obj):
@@ -278,8 +322,18 @@ def child_answer(obj):
 
 
 # ---------------------------------------------------------------- host-sync counting
-SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "unique_dim",
-            "unique_consecutive", "repeat_interleave", "masked_scatter", "nonzero_static"}
+SYNC_OPS = {
+    "_local_scalar_dense",
+    "nonzero",
+    "masked_select",
+    "unique",
+    "_unique2",
+    "unique_dim",
+    "unique_consecutive",
+    "repeat_interleave",
+    "masked_scatter",
+    "nonzero_static",
+}
 
 
 def count_syncs(fn):
@@ -318,8 +372,10 @@ def machine_info(device="cpu") -> str:
             cpu = m.group(1).strip() if m else cpu
     except OSError:
         pass
-    info = (f"cpu: {cpu} ({os.cpu_count()} logical CPUs), torch {torch.__version__}, "
-            f"threads {torch.get_num_threads()}, python {platform.python_version()}")
+    info = (
+        f"cpu: {cpu} ({os.cpu_count()} logical CPUs), torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, python {platform.python_version()}"
+    )
     if torch.device(device).type == "cuda":
         info += f", gpu: {torch.cuda.get_device_name(device)}"
     return info
@@ -342,6 +398,7 @@ def result_line(values: dict) -> str:
         if isinstance(v, float):
             return f"{v:.4g}"
         return str(v)
+
     return "result: " + " ".join(f"{k}={fmt(v)}" for k, v in values.items())
 
 
@@ -349,13 +406,20 @@ def base_parser(description, quick_help="about a minute on 2 CPU cores"):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help=f"small shapes, few repeats ({quick_help})")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch.set_num_threads (CPU); 1 by default: on cores shared with other jobs, "
-                        "one preempted thread stalls a multi-threaded op at its barrier, which makes "
-                        "timings far noisier than with one thread")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "amp"],
-                   help="CUDA only: fp16 weights or fp32 weights under autocast (default amp on "
-                        "CUDA, fp32 on the CPU)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads (CPU); 1 by default: on cores shared with other jobs, "
+        "one preempted thread stalls a multi-threaded op at its barrier, which makes "
+        "timings far noisier than with one thread",
+    )
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=["fp32", "fp16", "amp"],
+        help="CUDA only: fp16 weights or fp32 weights under autocast (default amp on CUDA, fp32 on the CPU)",
+    )
     p.add_argument("--child-mem", default=None, help=argparse.SUPPRESS)
     return p
 
@@ -375,12 +439,14 @@ def autocast(args):
     if args.precision == "amp" and torch.device(args.device).type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     import contextlib
+
     return contextlib.nullcontext()
 
 
 def prepare_clip(shape, args, seed=0):
     """Build the CLIP of ``shape`` on ``args.device`` in ``args.precision``."""
     from hyptree.model.loading import cast_clip_weights
+
     clip_model = build_clip(shape, "cpu", seed)
     if args.precision == "fp16":
         cast_clip_weights(clip_model, torch.float16)
@@ -398,6 +464,7 @@ def make_step(model, images, labels, args):
         loss.backward()
         opt.step()
         return loss
+
     return step
 
 

@@ -16,6 +16,7 @@ the solve also runs under ``torch.cuda.set_sync_debug_mode("error")``.
     PYTHONPATH=. python bench/curvature.py --quick
     PYTHONPATH=. python bench/curvature.py --device cuda
 """
+
 from __future__ import annotations
 
 import math
@@ -85,21 +86,31 @@ def main(argv=None):
     repeats = args.repeats or (200 if args.quick else 1000)
     single = inputs(0, args.device)
     batched = inputs(args.batch, args.device, seed=1)
-    fns = {"single": lambda: solve_and_backward(*single),
-           "batched": lambda: solve_and_backward(*batched)}
+    fns = {"single": lambda: solve_and_backward(*single), "batched": lambda: solve_and_backward(*batched)}
     times = interleaved(fns, repeats, args.device, warmup=5)
     n_sync, counts, cuda_ok = sync_check(args.device)
 
     print(machine_info(args.device))
-    rows = [["single (0-d)", "1", f"{1e3 * median(times['single']):.3f}",
-             f"{1e3 * min(times['single']):.3f}", len(times["single"])],
-            ["batched", str(args.batch), f"{1e3 * median(times['batched']):.3f}",
-             f"{1e3 * min(times['batched']):.3f}", len(times["batched"])]]
+    rows = [
+        [
+            "single (0-d)",
+            "1",
+            f"{1e3 * median(times['single']):.3f}",
+            f"{1e3 * min(times['single']):.3f}",
+            len(times["single"]),
+        ],
+        [
+            "batched",
+            str(args.batch),
+            f"{1e3 * median(times['batched']):.3f}",
+            f"{1e3 * min(times['batched']):.3f}",
+            len(times["batched"]),
+        ],
+    ]
     print(table(rows, ["solve + backward", "pairs", "median ms", "min ms", "repeats"]))
     print(f"host-sync ops inside solve + backward (dispatcher count): {n_sync} {counts or ''}")
     if cuda_ok is not None:
-        print(f"torch.cuda.set_sync_debug_mode('error') around solve + backward: "
-              f"{'no sync' if cuda_ok else 'SYNC'}")
+        print(f"torch.cuda.set_sync_debug_mode('error') around solve + backward: {'no sync' if cuda_ok else 'SYNC'}")
     values = {
         "single_ms": 1e3 * median(times["single"]),
         "batched_ms": 1e3 * median(times["batched"]),

@@ -16,6 +16,7 @@ images, and that ratio projected to a 10,000-image test set (CIFAR-100's; SUN397
     PYTHONPATH=. python bench/eval.py --quick
     PYTHONPATH=. python bench/eval.py             # small and ViT-B/16 shapes
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,22 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
-from bench.common import (SHAPES, TAXONOMIES, autocast, base_parser, batch, build_model,
-                          interleaved, median, paired_ratio, prepare_clip, print_setup, result_line, setup,
-                          table)
+from bench.common import (
+    SHAPES,
+    TAXONOMIES,
+    autocast,
+    base_parser,
+    batch,
+    build_model,
+    interleaved,
+    median,
+    paired_ratio,
+    prepare_clip,
+    print_setup,
+    result_line,
+    setup,
+    table,
+)
 from hyptree.eval.metrics import HierarchicalMeter
 from hyptree.tree import evaluation_cuts
 
@@ -90,9 +104,13 @@ def run_config(shape_name, tax_name, preset, args, n_batches, rounds, budget):
     batches = [batch(shape, tax, args.eval_batch, args.device, seed=100 + i) for i in range(n_batches)]
     cuts = evaluation_cuts(tax, 25, seed=0)
     ev = Evaluations(model, batches, cuts, args)
-    times = interleaved({"full_text": ev.full_text, "full_loop": ev.full_loop,
-                         "leaf_text": ev.leaf_text, "leaf_loop": ev.leaf_loop},
-                        rounds, args.device, warmup=1, budget_s=budget)
+    times = interleaved(
+        {"full_text": ev.full_text, "full_loop": ev.full_loop, "leaf_text": ev.leaf_text, "leaf_loop": ev.leaf_loop},
+        rounds,
+        args.device,
+        warmup=1,
+        budget_s=budget,
+    )
     n = n_batches * args.eval_batch
     la_full = ev.metrics["LA"]
     la_leaf = 100.0 * ev.leaf_correct / n
@@ -101,13 +119,24 @@ def run_config(shape_name, tax_name, preset, args, n_batches, rounds, budget):
     whole_full = [a + b for a, b in zip(times["full_text"], times["full_loop"])]
     whole_leaf = [a + b for a, b in zip(times["leaf_text"], times["leaf_loop"])]
     k = PROJECT_IMAGES / n
-    projected = ((median(times["full_text"]) + k * median(times["full_loop"]))
-                 / (median(times["leaf_text"]) + k * median(times["leaf_loop"])))
-    return dict(shape=shape_name, taxonomy=tax_name, tax=tax, preset=preset, times=times, images=n,
-                loop_ratio=paired_ratio(times["full_loop"], times["leaf_loop"]),
-                text_ratio=paired_ratio(times["full_text"], times["leaf_text"]),
-                whole_ratio=paired_ratio(whole_full, whole_leaf), projected=projected, la=la_full,
-                mta=ev.metrics["MTA"], cuts=len(cuts))
+    projected = (median(times["full_text"]) + k * median(times["full_loop"])) / (
+        median(times["leaf_text"]) + k * median(times["leaf_loop"])
+    )
+    return dict(
+        shape=shape_name,
+        taxonomy=tax_name,
+        tax=tax,
+        preset=preset,
+        times=times,
+        images=n,
+        loop_ratio=paired_ratio(times["full_loop"], times["leaf_loop"]),
+        text_ratio=paired_ratio(times["full_text"], times["leaf_text"]),
+        whole_ratio=paired_ratio(whole_full, whole_leaf),
+        projected=projected,
+        la=la_full,
+        mta=ev.metrics["MTA"],
+        cuts=len(cuts),
+    )
 
 
 def main(argv=None):
@@ -136,21 +165,46 @@ def main(argv=None):
     rows, values = [], {}
     for r in results:
         t = r["times"]
-        rows.append([r["shape"], r["taxonomy"], r["preset"], r["images"],
-                     f"{1e3 * median(t['full_text']):.1f} / {1e3 * median(t['leaf_text']):.1f}",
-                     f"{1e3 * median(t['full_loop']):.1f} / {1e3 * median(t['leaf_loop']):.1f}",
-                     len(t["full_loop"]), f"{r['loop_ratio']:.3f}", f"{r['whole_ratio']:.3f}",
-                     f"{r['projected']:.3f}"])
+        rows.append(
+            [
+                r["shape"],
+                r["taxonomy"],
+                r["preset"],
+                r["images"],
+                f"{1e3 * median(t['full_text']):.1f} / {1e3 * median(t['leaf_text']):.1f}",
+                f"{1e3 * median(t['full_loop']):.1f} / {1e3 * median(t['leaf_loop']):.1f}",
+                len(t["full_loop"]),
+                f"{r['loop_ratio']:.3f}",
+                f"{r['whole_ratio']:.3f}",
+                f"{r['projected']:.3f}",
+            ]
+        )
         key = f"{r['shape']}_{r['taxonomy']}_{r['preset']}"
         values[f"loop_ratio_{key}"] = r["loop_ratio"]
         values[f"whole_ratio_{key}"] = r["whole_ratio"]
         values[f"projected_ratio_{key}"] = r["projected"]
-    print(table(rows, ["shape", "taxonomy", "preset", "images", "text ms full / leaf",
-                       "loop ms full / leaf", "rounds", "loop ratio", "whole ratio",
-                       f"projected ratio ({PROJECT_IMAGES} images)"]))
+    print(
+        table(
+            rows,
+            [
+                "shape",
+                "taxonomy",
+                "preset",
+                "images",
+                "text ms full / leaf",
+                "loop ms full / leaf",
+                "rounds",
+                "loop ratio",
+                "whole ratio",
+                f"projected ratio ({PROJECT_IMAGES} images)",
+            ],
+        )
+    )
     values["target_met"] = all(r["loop_ratio"] <= TARGET and r["projected"] <= TARGET for r in results)
-    print(f"target: full hierarchical / leaf-only evaluation <= {TARGET} (loop and projected whole "
-          f"evaluation); LA of the two evaluations equal (checked)")
+    print(
+        f"target: full hierarchical / leaf-only evaluation <= {TARGET} (loop and projected whole "
+        f"evaluation); LA of the two evaluations equal (checked)"
+    )
     print(result_line(values))
 
 

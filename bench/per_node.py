@@ -25,6 +25,7 @@ cut): loss and every trainable gradient compared in float32 (see ``check``).
     PYTHONPATH=. python bench/per_node.py --quick     # tiny shape, deep tree
     PYTHONPATH=. python bench/per_node.py             # small and ViT-B/16 shapes
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,9 +42,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import (SHAPES, TAXONOMIES, autocast, base_parser, batch, build_clip, build_model,
-                          interleaved, make_step, median, paired_ratio, prepare_clip,
-                          print_setup, result_line, setup, table)
+from bench.common import (
+    SHAPES,
+    TAXONOMIES,
+    autocast,
+    base_parser,
+    batch,
+    build_clip,
+    build_model,
+    interleaved,
+    make_step,
+    median,
+    paired_ratio,
+    prepare_clip,
+    print_setup,
+    result_line,
+    setup,
+    table,
+)
 from hyptree.tree import ProTeCtIndex, cut_targets, random_cut
 
 TARGET_SPEEDUP = 3.0
@@ -65,8 +81,7 @@ def _pass(model, prompts, node_ids, images, counter):
     (image tree) or ``(b, D)``, and scores ``(b, k)``.
     """
     rows = node_ids - 1  # node n has prompt row n - 1 (the root has none)
-    text = model.text_tower(prompts.token_embeds[rows], prompts.tokens[rows],
-                            deep_prompts=prompts.text_deep).float()
+    text = model.text_tower(prompts.token_embeds[rows], prompts.tokens[rows], deep_prompts=prompts.text_deep).float()
     final, tokens = model.image_features(images, prompts)
     node_image = model.node_image_features(text, final, tokens)
     counter.vision_passes += 1
@@ -132,8 +147,11 @@ def per_node_loss(model, images, labels, cut, counter=None) -> dict:
 
 
 def _grads(model):
-    return {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-            for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
 
 
 @contextlib.contextmanager
@@ -199,8 +217,14 @@ def compare(model, images, labels):
         rel = diff / max(float(g_ref[n].double().norm()), 1e-6 * total_norm)
         if rel > worst:
             worst, worst_name = rel, n
-    return dict(loss_rel=abs(a - b) / abs(b), grad_rel=worst, worst=worst_name,
-                grad_rel_all=total_diff / total_norm, loss_one=a, loss_ref=b)
+    return dict(
+        loss_rel=abs(a - b) / abs(b),
+        grad_rel=worst,
+        worst=worst_name,
+        grad_rel_all=total_diff / total_norm,
+        loss_one=a,
+        loss_ref=b,
+    )
 
 
 def check(shape, tax, preset, size, dtype, device="cpu"):
@@ -235,6 +259,7 @@ def make_steps(model, images, labels, args):
             loss = per_node_loss(model, images, labels, cut, counter)["total"]
         loss.backward()
         opt.step()
+
     return one_pass, per_node, counter
 
 
@@ -250,20 +275,31 @@ def run_config(shape_name, tax_name, preset, args, rounds, budget, check_shape):
     if args.precision == "fp32":
         f32 = compare(model, images, labels)
     else:  # half precision: the schemes' rounding differs at the 1e-3 level
-        f32 = dict(loss_rel=float("nan"), grad_rel=float("nan"), grad_rel_all=float("nan"),
-                   worst="(not in half precision)")
+        f32 = dict(
+            loss_rel=float("nan"), grad_rel=float("nan"), grad_rel_all=float("nan"), worst="(not in half precision)"
+        )
     one_pass, per_node, counter = make_steps(model, images, labels, args)
     calls0 = model.vision_tower.calls
     one_pass()  # also the warm-up
     one_calls = model.vision_tower.calls - calls0
     per_node()  # counts one step's passes
     passes = (counter.vision_passes, counter.images, counter.prompts)
-    times = interleaved({"one_pass": one_pass, "per_node": per_node}, rounds, args.device, warmup=0,
-                        budget_s=budget)
+    times = interleaved({"one_pass": one_pass, "per_node": per_node}, rounds, args.device, warmup=0, budget_s=budget)
     speedup = paired_ratio(times["per_node"], times["one_pass"])
-    return dict(shape=shape_name, taxonomy=tax_name, tax=tax, preset=preset, times=times, speedup=speedup,
-                f64=f64, f32=f32, check_shape=check_shape, one_calls=one_calls, passes=passes,
-                nodes=tax.num_nodes - 1)
+    return dict(
+        shape=shape_name,
+        taxonomy=tax_name,
+        tax=tax,
+        preset=preset,
+        times=times,
+        speedup=speedup,
+        f64=f64,
+        f32=f32,
+        check_shape=check_shape,
+        one_calls=one_calls,
+        passes=passes,
+        nodes=tax.num_nodes - 1,
+    )
 
 
 def main(argv=None):
@@ -278,8 +314,12 @@ def main(argv=None):
     shapes = (args.shapes or ("tiny" if args.quick else "small,b16")).split(",")
     rounds = args.rounds or 5
     budget = 8.0 if args.quick else 300.0
-    results = [run_config(s, t, pr, args, rounds, budget, "small" if s == "b16" else s)
-               for s in shapes for t in args.taxonomies.split(",") for pr in args.presets.split(",")]
+    results = [
+        run_config(s, t, pr, args, rounds, budget, "small" if s == "b16" else s)
+        for s in shapes
+        for t in args.taxonomies.split(",")
+        for pr in args.presets.split(",")
+    ]
 
     print_setup(args, shapes, results, extra=f", batch {args.batch}")
     rows = []
@@ -287,32 +327,59 @@ def main(argv=None):
     for r in results:
         t = r["times"]
         vp, imgs, prompts = r["passes"]
-        rows.append([r["shape"], r["taxonomy"], r["preset"], f"{1e3 * median(t['one_pass']):.1f}",
-                     f"{1e3 * median(t['per_node']):.1f}", f"{r['speedup']:.2f}x", len(t["one_pass"]),
-                     f"{r['one_calls']} / {args.batch} / {r['nodes']}", f"{vp} / {imgs} / {prompts}",
-                     f"{r['f64']['loss_rel']:.0e} / {r['f64']['grad_rel']:.0e} ({r['check_shape']})",
-                     f"{r['f32']['loss_rel']:.0e} / {r['f32']['grad_rel_all']:.0e}"])
+        rows.append(
+            [
+                r["shape"],
+                r["taxonomy"],
+                r["preset"],
+                f"{1e3 * median(t['one_pass']):.1f}",
+                f"{1e3 * median(t['per_node']):.1f}",
+                f"{r['speedup']:.2f}x",
+                len(t["one_pass"]),
+                f"{r['one_calls']} / {args.batch} / {r['nodes']}",
+                f"{vp} / {imgs} / {prompts}",
+                f"{r['f64']['loss_rel']:.0e} / {r['f64']['grad_rel']:.0e} ({r['check_shape']})",
+                f"{r['f32']['loss_rel']:.0e} / {r['f32']['grad_rel_all']:.0e}",
+            ]
+        )
         key = f"{r['shape']}_{r['taxonomy']}_{r['preset']}"
         values[f"speedup_{key}"] = r["speedup"]
         values[f"f64_loss_rel_{key}"] = r["f64"]["loss_rel"]
         values[f"f64_grad_rel_{key}"] = r["f64"]["grad_rel"]
         values[f"f32_grad_rel_{key}"] = r["f32"]["grad_rel_all"]
-    print(table(rows, ["shape", "taxonomy", "preset", "one-pass ms", "per-node ms", "speed-up", "rounds",
-                       "one-pass: vision passes / images / prompts",
-                       "per-node: vision passes / images / prompts",
-                       "float64 loss / grad rel diff, per tensor (shape)",
-                       "float32 loss / grad rel diff, all"]))
+    print(
+        table(
+            rows,
+            [
+                "shape",
+                "taxonomy",
+                "preset",
+                "one-pass ms",
+                "per-node ms",
+                "speed-up",
+                "rounds",
+                "one-pass: vision passes / images / prompts",
+                "per-node: vision passes / images / prompts",
+                "float64 loss / grad rel diff, per tensor (shape)",
+                "float32 loss / grad rel diff, all",
+            ],
+        )
+    )
     worst = max(results, key=lambda r: r["f64"]["grad_rel"])
-    print(f"float64: largest gradient difference {worst['f64']['grad_rel']:.1e} ({worst['f64']['worst']}, "
-          f"{worst['shape']}/{worst['taxonomy']}); required <= {RTOL:g}")
+    print(
+        f"float64: largest gradient difference {worst['f64']['grad_rel']:.1e} ({worst['f64']['worst']}, "
+        f"{worst['shape']}/{worst['taxonomy']}); required <= {RTOL:g}"
+    )
     equal = all(r["f64"]["loss_rel"] <= RTOL and r["f64"]["grad_rel"] <= RTOL for r in results)
     deep = [r["speedup"] for r in results if r["taxonomy"] == "deep"]
     values["equal"] = equal
     if deep:
         values["speedup_deep_min"] = min(deep)
         values["target_met"] = equal and min(deep) >= TARGET_SPEEDUP
-    print(f"target: one-pass >= {TARGET_SPEEDUP}x faster than per-node on the deep tree, same loss "
-          f"and gradients (float64, rel <= {RTOL:g})")
+    print(
+        f"target: one-pass >= {TARGET_SPEEDUP}x faster than per-node on the deep tree, same loss "
+        f"and gradients (float64, rel <= {RTOL:g})"
+    )
     print(result_line(values))
 
 

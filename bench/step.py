@@ -15,6 +15,7 @@ Host syncs: ATen calls in one step that force a device-to-host sync on an accele
     PYTHONPATH=. python bench/step.py                  # small + ViT-B/16 shapes
     PYTHONPATH=. python bench/step.py --device cuda    # GPU, amp
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,27 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-from bench.common import (SHAPES, TAXONOMIES, base_parser, batch, build_model, child_answer,
-                          child_peak_memory, count_syncs, describe_taxonomy, interleaved, machine_info, make_step,
-                          measure_peak, median, paired_ratio, prepare_clip, result_line, setup, table)
+from bench.common import (
+    SHAPES,
+    TAXONOMIES,
+    base_parser,
+    batch,
+    build_model,
+    child_answer,
+    child_peak_memory,
+    count_syncs,
+    describe_taxonomy,
+    interleaved,
+    machine_info,
+    make_step,
+    measure_peak,
+    median,
+    paired_ratio,
+    prepare_clip,
+    result_line,
+    setup,
+    table,
+)
 from hyptree.loss import PRESETS
 
 TARGET_TIME, TARGET_MEM = 1.10, 1.05
@@ -45,9 +64,12 @@ def build(shape_name, tax_name, presets, args, size):
 
 def child(spec):
     """Peak memory of one configuration (run in a fresh process)."""
-    args = setup(base_parser("child").parse_args(
-        ["--device", spec["device"], "--threads", str(spec["threads"])]
-        + (["--precision", spec["precision"]] if spec["precision"] else [])))
+    args = setup(
+        base_parser("child").parse_args(
+            ["--device", spec["device"], "--threads", str(spec["threads"])]
+            + (["--precision", spec["precision"]] if spec["precision"] else [])
+        )
+    )
     _, _, steps = build(spec["shape"], spec["taxonomy"], [spec["preset"]], args, spec["batch"])
     step = steps[spec["preset"]]
     step()  # warm-up: optimiser state, cached index tables
@@ -70,8 +92,15 @@ def run(args, configs, rounds, budget_s, memory=True, syncs=True):
         mem = {}
         if memory:
             for p in PRESETS:
-                spec = dict(shape=shape_name, taxonomy=tax_name, preset=p, batch=args.batch,
-                            device=args.device, precision=args.precision, threads=args.threads)
+                spec = dict(
+                    shape=shape_name,
+                    taxonomy=tax_name,
+                    preset=p,
+                    batch=args.batch,
+                    device=args.device,
+                    precision=args.precision,
+                    threads=args.threads,
+                )
                 mem[p] = child_peak_memory(os.path.abspath(__file__), spec)
         t_ref = times["protect"]
         for p in PRESETS:
@@ -80,8 +109,12 @@ def run(args, configs, rounds, budget_s, memory=True, syncs=True):
             if memory:
                 delta = mem[p]["peak"] - mem[p]["base"]
                 ref_delta = mem["protect"]["peak"] - mem["protect"]["base"]
-                row += [f"{mem[p]['peak'] / 2**20:.0f}", f"{delta / 2**20:.0f}",
-                        f"{mem[p]['peak'] / mem['protect']['peak']:.3f}", f"{delta / ref_delta:.3f}"]
+                row += [
+                    f"{mem[p]['peak'] / 2**20:.0f}",
+                    f"{delta / 2**20:.0f}",
+                    f"{mem[p]['peak'] / mem['protect']['peak']:.3f}",
+                    f"{delta / ref_delta:.3f}",
+                ]
             if syncs:
                 row.append(sync_counts[p])
             rows.append(row)
@@ -91,8 +124,9 @@ def run(args, configs, rounds, budget_s, memory=True, syncs=True):
         values[f"protect_ms_{key}"] = 1e3 * median(t_ref)
         if memory:
             values[f"mem_ratio_{key}"] = mem["hyptree"]["peak"] / mem["protect"]["peak"]
-            values[f"mem_delta_ratio_{key}"] = ((mem["hyptree"]["peak"] - mem["hyptree"]["base"])
-                                                / (mem["protect"]["peak"] - mem["protect"]["base"]))
+            values[f"mem_delta_ratio_{key}"] = (mem["hyptree"]["peak"] - mem["hyptree"]["base"]) / (
+                mem["protect"]["peak"] - mem["protect"]["base"]
+            )
         if syncs:
             values[f"syncs_hyptree_{key}"] = sync_counts["hyptree"]
         print(f"  done {key}", file=sys.stderr, flush=True)

@@ -12,10 +12,11 @@
 | RareSpecies | rare_species | configs/datasets/rare_species.yaml |
 | ToyHier | toy | configs/datasets/toy.yaml |
 """
+
 from ._hier import HierDatasetBase, to_datums
 from .cifar100_hier import CIFAR100Hier
-from .imagenet_hier import ImageNetHier
 from .imagenet_a_hier import ImageNetAHier
+from .imagenet_hier import ImageNetHier
 from .imagenet_r_hier import ImageNetRHier
 from .imagenet_sketch_hier import ImageNetSketchHier
 from .imagenetv2_hier import ImageNetV2Hier

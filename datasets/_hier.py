@@ -4,7 +4,8 @@ A subclass sets ``hier_name`` (a ``hyptree.data.build.DATASET_NAMES`` entry) and
 itself; everything else (files, taxonomy, few-shot, base/novel) is
 ``hyptree.data.build.build_hierarchical_dataset``.
 """
-from dassl.data.datasets import Datum, DatasetBase
+
+from dassl.data.datasets import DatasetBase, Datum
 
 from hyptree.data.build import build_hierarchical_dataset
 from hyptree.run.factory import dataset_options

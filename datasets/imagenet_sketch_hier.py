@@ -1,4 +1,5 @@
 """ImageNet-Sketch (test only) with the ImageNet tree cut down to its classes."""
+
 from dassl.data.datasets import DATASET_REGISTRY
 
 from ._hier import HierDatasetBase

@@ -1,4 +1,5 @@
 """Rare Species (BioCLIP's benchmark) with the taxonomy of its folder names."""
+
 from dassl.data.datasets import DATASET_REGISTRY
 
 from ._hier import HierDatasetBase

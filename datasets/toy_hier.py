@@ -1,4 +1,5 @@
 """ToyHier: a generated three-level image taxonomy for CPU smoke runs (made on first use under DATASET.ROOT)."""
+
 from dassl.data.datasets import DATASET_REGISTRY
 
 from ._hier import HierDatasetBase

@@ -3,6 +3,7 @@
 Each command lives with the code it drives and is imported only when called, so
 ``python -m hyptree taxonomy stats tree.txt`` never loads torch's model code.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -14,7 +14,7 @@ HAS_DASSL = importlib.util.find_spec("dassl") is not None
 def pytest_collection_modifyitems(config, items):
     if HAS_DASSL:
         return
-    skip = pytest.mark.skip(reason="Dassl is not installed (pip install -e '.[dassl]')")
+    skip = pytest.mark.skip(reason="Dassl is not installed (see README.md, Set up)")
     for item in items:
         if "dassl" in item.keywords:
             item.add_marker(skip)

@@ -3,6 +3,7 @@
 Independent of the trainers: results.json, train_log.jsonl and embeddings.npz built
 from the documented contract only.
 """
+
 import json
 import math
 import os
@@ -14,7 +15,7 @@ def tree(branching=(3, 2, 2)):
     """A complete tree: names, parent array (root first, breadth-first)."""
     names, parent = ["root"], [-1]
     frontier = [0]
-    for level, b in enumerate(branching, 1):
+    for _level, b in enumerate(branching, 1):
         nxt = []
         for p in frontier:
             for k in range(b):
@@ -27,16 +28,37 @@ def tree(branching=(3, 2, 2)):
 
 def record(**over):
     """A results.json record; ``over`` replaces fields, ``metrics`` entries are merged."""
-    metrics = {"LA": 70.0, "HCA": 50.0, "MTA": 60.0, "node_acc": 80.0,
-               "depth_acc": [90.0, 80.0, 70.0], "num_samples": 100}
+    metrics = {
+        "LA": 70.0,
+        "HCA": 50.0,
+        "MTA": 60.0,
+        "node_acc": 80.0,
+        "depth_acc": [90.0, 80.0, 70.0],
+        "num_samples": 100,
+    }
     metrics.update(over.pop("metrics", {}))
     rec = {
-        "metrics": metrics, "split": "test", "tree": "all", "dataset": "CIFAR100Hier",
-        "num_shots": 16, "subsample": "all", "trainer": "MaPLeHypTree", "backbone": "maple",
-        "preset": "hyptree", "curvature_mode": "intermediate", "cross": "entailment",
-        "image_tree": True, "pass_through": True, "seed": 1, "config_hash": "abc123",
-        "epoch": 5, "model_dir": None, "output_dir": "", "taxonomy": {"num_nodes": 16},
-        "taxonomy_source": "meta", "curvatures": {"text": 0.06, "image": 0.04, "inter": 0.05},
+        "metrics": metrics,
+        "split": "test",
+        "tree": "all",
+        "dataset": "CIFAR100Hier",
+        "num_shots": 16,
+        "subsample": "all",
+        "trainer": "MaPLeHypTree",
+        "backbone": "maple",
+        "preset": "hyptree",
+        "curvature_mode": "intermediate",
+        "cross": "entailment",
+        "image_tree": True,
+        "pass_through": True,
+        "seed": 1,
+        "config_hash": "abc123",
+        "epoch": 5,
+        "model_dir": None,
+        "output_dir": "",
+        "taxonomy": {"num_nodes": 16},
+        "taxonomy_source": "meta",
+        "curvatures": {"text": 0.06, "image": 0.04, "inter": 0.05},
         "time": "2026-01-01T00:00:00",
     }
     rec.update(over)
@@ -58,20 +80,27 @@ def write_train_log(run_dir, epochs=3, iters=4, euclidean=False, global_iteratio
     for e in range(epochs):
         for i in range(iters):
             step = e * iters + i
-            rec = {"epoch": e, "iteration": step if global_iteration else i, "lr": 0.01,
-                   "total": 3.0 * math.exp(-step / 6), "cut": 1.5 * math.exp(-step / 6),
-                   "node": 1.0 * math.exp(-step / 5), "text_ent": 0.2, "image_ent": 0.3,
-                   "cross": 0.1}
+            rec = {
+                "epoch": e,
+                "iteration": step if global_iteration else i,
+                "lr": 0.01,
+                "total": 3.0 * math.exp(-step / 6),
+                "cut": 1.5 * math.exp(-step / 6),
+                "node": 1.0 * math.exp(-step / 5),
+                "text_ent": 0.2,
+                "image_ent": 0.3,
+                "cross": 0.1,
+            }
             if not euclidean:
-                rec.update(curv_text=0.05 + 0.002 * step, curv_image=0.05 - 0.001 * step,
-                           curv_inter=0.05 + 0.0005 * step)
+                rec.update(
+                    curv_text=0.05 + 0.002 * step, curv_image=0.05 - 0.001 * step, curv_inter=0.05 + 0.0005 * step
+                )
             lines.append(json.dumps(rec))
     with open(os.path.join(run_dir, "train_log.jsonl"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
-def write_embeddings(run_dir, branching=(3, 2, 2), dim=32, euclidean=False, seed=0,
-                     missing_image=(5,)):
+def write_embeddings(run_dir, branching=(3, 2, 2), dim=32, euclidean=False, seed=0, missing_image=(5,)):
     """Child features = parent feature + noise; image tree = text tree + a modality offset."""
     rng = np.random.default_rng(seed)
     names, parent = tree(branching)
@@ -83,11 +112,16 @@ def write_embeddings(run_dir, branching=(3, 2, 2), dim=32, euclidean=False, seed
     image = text + 2.0 * rng.normal(size=dim) + 0.3 * rng.normal(size=(n, dim))
     image[list(missing_image)] = np.nan
     nan = float("nan")
-    np.savez(os.path.join(run_dir, "embeddings.npz"), text=text.astype(np.float32),
-             image=image.astype(np.float32), names=np.asarray(names), parent=parent,
-             curv_text=np.float32(nan if euclidean else 0.08),
-             curv_image=np.float32(nan if euclidean else 0.03),
-             curv_inter=np.float32(nan if euclidean else 0.05))
+    np.savez(
+        os.path.join(run_dir, "embeddings.npz"),
+        text=text.astype(np.float32),
+        image=image.astype(np.float32),
+        names=np.asarray(names),
+        parent=parent,
+        curv_text=np.float32(nan if euclidean else 0.08),
+        curv_image=np.float32(nan if euclidean else 0.03),
+        curv_inter=np.float32(nan if euclidean else 0.05),
+    )
     return names, parent
 
 

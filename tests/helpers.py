@@ -1,4 +1,5 @@
 """Shared test fixtures' building blocks: a small unbalanced tree and a tiny HierarchicalCLIP."""
+
 import torch
 
 from hyptree.model.loading import tiny_clip

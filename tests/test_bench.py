@@ -2,6 +2,7 @@
 gives the one-pass loss and gradients, and the performance changes made in ``hyptree``
 keep their results. No wall-clock assertions (DESIGN section 9): where a change is about
 speed, the test counts ATen calls, which is deterministic."""
+
 import math
 import os
 import sys
@@ -40,8 +41,7 @@ def test_count_syncs_sees_item_nonzero_and_bool_masks():
 
 def test_interleaved_and_paired_ratio():
     calls = []
-    times = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                               rounds=3, warmup=1)
+    times = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
     assert calls == ["a", "b"] * 4 and len(times["a"]) == 3
     assert common.paired_ratio([2.0, 4.0, 6.0], [1.0, 1.0, 2.0]) == 3.0
 
@@ -56,6 +56,7 @@ def test_peak_memory_window_sees_a_temporary_allocation():
     def work():
         t = torch.ones(64 * 2**20 // 4)  # 64 MiB, freed on return
         return float(t[0])
+
     base, peak = common.measure_peak(work, "cpu")
     assert peak - base > 48 * 2**20
 
@@ -81,8 +82,12 @@ def _reference_solve(c_t, c_i, r_t, r_i, iters=C.GOLDEN_ITERS, newton_steps=C.NE
         a, b = torch.where(left, a, x1), torch.where(left, x2, b)
         xn = torch.where(left, b - g * (b - a), a + g * (b - a))
         fn = F(xn.exp())
-        x1, x2, f1, f2 = (torch.where(left, xn, x2), torch.where(left, x1, xn),
-                          torch.where(left, fn, f2), torch.where(left, f1, fn))
+        x1, x2, f1, f2 = (
+            torch.where(left, xn, x2),
+            torch.where(left, x1, xn),
+            torch.where(left, fn, f2),
+            torch.where(left, f1, fn),
+        )
     u = torch.where(f1 < f2, x1, x2)
     fb = torch.minimum(f1, f2)
     f_lo, f_hi = F(lo), F(hi)
@@ -148,6 +153,7 @@ def test_curvature_solve_is_sync_free_and_cheap_in_aten_calls():
     """The solve is a fixed sequence of ATen calls on tiny tensors: its cost is their
     number. 1903 calls (solve + backward, 0-d inputs) before the change, 1122 after."""
     from torch.utils._python_dispatch import TorchDispatchMode
+
     from bench.curvature import inputs, solve_and_backward
 
     n = [0]
@@ -176,19 +182,21 @@ def _keep_thread_count():
 
 def _args(**kw):
     import argparse
+
     base = dict(device="cpu", precision="fp32", threads=1, batch=4, eval_batch=4)
     base.update(kw)
     return argparse.Namespace(**base)
 
 
 def _result(out):
-    lines = [l for l in out.splitlines() if l.startswith("result: ")]
+    lines = [ln for ln in out.splitlines() if ln.startswith("result: ")]
     assert len(lines) == 1, out
-    return dict(kv.split("=", 1) for kv in lines[0][len("result: "):].split())
+    return dict(kv.split("=", 1) for kv in lines[0][len("result: ") :].split())
 
 
 def test_step_core_runs_all_presets_and_counts_syncs():
     from bench import step
+
     rows, values, _ = step.run(_args(), [("tiny", "deep")], rounds=1, budget_s=None, memory=False)
     assert [r[2] for r in rows] == ["vanilla", "protect", "hyptree"]
     assert values["time_ratio_tiny_deep"] > 0 and values["hyptree_ms_tiny_deep"] > 0
@@ -199,14 +207,15 @@ def test_step_core_runs_all_presets_and_counts_syncs():
 
 def test_step_memory_child_reports_a_peak():
     from bench import step
-    spec = dict(shape="tiny", taxonomy="deep", preset="protect", batch=2, device="cpu",
-                precision="fp32", threads=1)
+
+    spec = dict(shape="tiny", taxonomy="deep", preset="protect", batch=2, device="cpu", precision="fp32", threads=1)
     mem = common.child_peak_memory(step.__file__, spec)
     assert mem["peak"] > mem["base"] > 0
 
 
 def test_step_main_prints_one_result_line(capsys):
     from bench import step
+
     step.main(["--shapes", "tiny", "--taxonomies", "deep", "--rounds", "1", "--no-memory", "--batch", "2"])
     values = _result(capsys.readouterr().out)
     assert float(values["time_ratio_tiny_deep"]) > 0 and values["time_target_met"] in ("true", "false")
@@ -214,6 +223,7 @@ def test_step_main_prints_one_result_line(capsys):
 
 def test_eval_core_full_and_leaf_only_agree():
     from bench import eval as ev
+
     r = ev.run_config("tiny", "deep", "hyptree", _args(), n_batches=2, rounds=1, budget=None)
     assert r["images"] == 8 and 0.0 <= r["la"] <= 100.0 and r["cuts"] == 25
     assert r["loop_ratio"] > 0 and r["projected"] > 0
@@ -221,14 +231,30 @@ def test_eval_core_full_and_leaf_only_agree():
 
 def test_eval_main_prints_one_result_line(capsys):
     from bench import eval as ev
-    ev.main(["--shapes", "tiny", "--taxonomies", "sun", "--presets", "vanilla", "--batches", "1",
-             "--eval-batch", "4", "--rounds", "1"])
+
+    ev.main(
+        [
+            "--shapes",
+            "tiny",
+            "--taxonomies",
+            "sun",
+            "--presets",
+            "vanilla",
+            "--batches",
+            "1",
+            "--eval-batch",
+            "4",
+            "--rounds",
+            "1",
+        ]
+    )
     values = _result(capsys.readouterr().out)
     assert float(values["loop_ratio_tiny_sun_vanilla"]) > 0
 
 
 def test_curvature_main_prints_one_result_line(capsys):
     from bench import curvature as cb
+
     cb.main(["--repeats", "3", "--batch", "8"])
     values = _result(capsys.readouterr().out)
     assert values["host_syncs"] == "0" and float(values["single_ms"]) > 0
@@ -239,6 +265,7 @@ def test_curvature_main_prints_one_result_line(capsys):
 @pytest.mark.parametrize("tax_name", ["deep", "sun"])
 def test_per_node_scheme_gives_the_one_pass_loss_and_gradients(preset, tax_name):
     from bench import per_node
+
     r = per_node.check(common.SHAPES["tiny"], common.TAXONOMIES[tax_name](), preset, 6, torch.float64)
     assert r["loss_rel"] < 1e-12
     assert r["grad_rel"] < 1e-9 and r["grad_rel_all"] < 1e-12
@@ -246,6 +273,7 @@ def test_per_node_scheme_gives_the_one_pass_loss_and_gradients(preset, tax_name)
 
 def test_keep_float64_is_scoped():
     from bench import per_node
+
     x = torch.zeros(2, dtype=torch.float64)
     with per_node.keep_float64():
         assert x.float().dtype == torch.float64 and x.type(torch.float32).dtype == torch.float64
@@ -256,6 +284,7 @@ def test_keep_float64_is_scoped():
 def test_per_node_scheme_has_the_reference_cost_structure_and_detects_differences():
     from bench import per_node
     from hyptree.tree import ProTeCtIndex, random_cut
+
     shape, tax = common.SHAPES["tiny"], common.deep_tree()
     model = common.build_model(common.build_clip(shape), tax, "hyptree", shape)
     images, labels = common.batch(shape, tax, 6)
@@ -283,8 +312,10 @@ def test_per_node_scheme_has_the_reference_cost_structure_and_detects_difference
 def _old_alignment(obj, labels, text_feats, image_feats):
     """``HierarchicalObjective.alignment`` before the change: boolean-mask selections
     on the device (each one, and its backward, a host sync on an accelerator)."""
-    from hyptree.loss.objective import _entail, _masked_mean, gather_paths, mmd_loss
     import torch.nn.functional as F
+
+    from hyptree.loss.objective import _entail, _masked_mean, gather_paths, mmd_loss
+
     s = obj.settings
     paths = obj._paths[labels]
     mask = obj._mask[labels]
@@ -298,8 +329,10 @@ def _old_alignment(obj, labels, text_feats, image_feats):
     pair = mask[:, 1:]
     t_valid, v_valid = t[mask], v[mask]
     curv = obj.curvatures(text_feats=t_valid, image_feats=v_valid)
-    out = {"text_ent": _masked_mean(_entail(t[:, :-1][pair], t[:, 1:][pair], curv.text, s.cone_k)),
-           "image_ent": _masked_mean(_entail(v[:, :-1][pair], v[:, 1:][pair], curv.image, s.cone_k))}
+    out = {
+        "text_ent": _masked_mean(_entail(t[:, :-1][pair], t[:, 1:][pair], curv.text, s.cone_k)),
+        "image_ent": _masked_mean(_entail(v[:, :-1][pair], v[:, 1:][pair], curv.image, s.cone_k)),
+    }
     if s.cross == "entailment":
         out["cross"] = _masked_mean(_entail(t_valid, v_valid, curv.inter, s.cone_k))
     elif s.cross == "mmd":
@@ -314,6 +347,7 @@ def _old_alignment(obj, labels, text_feats, image_feats):
 def test_alignment_with_index_lists_equals_boolean_masks(cross, image_tree):
     from hyptree.geometry.curvatures import Curvatures
     from hyptree.loss.objective import HierarchicalObjective, ObjectiveSettings
+
     tax = common.deep_tree()  # unbalanced: paths of lengths 1..9, so masks matter
     settings = ObjectiveSettings(preset="hyptree", cross=cross, centroid_weight=0.1)
     obj = HierarchicalObjective(tax, settings, Curvatures("intermediate", c0=0.5)).double()
@@ -322,8 +356,7 @@ def test_alignment_with_index_lists_equals_boolean_masks(cross, image_tree):
     labels[0] = int(np.argmin(tax.depth[tax.leaves]))  # include the shallowest leaf
     D = 16
     text = torch.randn(tax.num_nodes, D, generator=g, dtype=torch.float64)
-    image = torch.randn(*((12, tax.num_nodes, D) if image_tree else (12, D)), generator=g,
-                        dtype=torch.float64)
+    image = torch.randn(*((12, tax.num_nodes, D) if image_tree else (12, D)), generator=g, dtype=torch.float64)
     results = []
     for fn in (obj.alignment, lambda *a: _old_alignment(obj, *a)):
         t, v = text.clone().requires_grad_(), image.clone().requires_grad_()
@@ -343,6 +376,7 @@ def test_alignment_with_index_lists_equals_boolean_masks(cross, image_tree):
 def test_alignment_makes_no_device_sync_calls():
     from hyptree.geometry.curvatures import Curvatures
     from hyptree.loss.objective import HierarchicalObjective, ObjectiveSettings
+
     tax = common.deep_tree()
     obj = HierarchicalObjective(tax, ObjectiveSettings(preset="hyptree"), Curvatures())
     labels = torch.arange(8) * 11
@@ -352,8 +386,8 @@ def test_alignment_makes_no_device_sync_calls():
     def run():
         out = obj.alignment(labels, text, image)
         (out["text_ent"] + out["image_ent"] + out["cross"]).backward()
+
     _, counts = common.count_syncs(run)
     assert counts == {}
-    _, old_counts = common.count_syncs(
-        lambda: sum(_old_alignment(obj, labels, text, image).values()).backward())
+    _, old_counts = common.count_syncs(lambda: sum(_old_alignment(obj, labels, text, image).values()).backward())
     assert old_counts == {"index[bool]": 6, "index_put[bool]": 6}

@@ -31,12 +31,26 @@ NAMES = ["a cat", "the big red dog in the snow", "x", "bird of prey over a wide 
 # (tiny_clip kwargs) covering different widths, depths, patch sizes and resolutions
 CONFIGS = {
     "default": {},
-    "wide_p4": dict(embed_dim=24, image_resolution=16, vision_layers=3, vision_width=128,
-                    vision_patch_size=4, transformer_width=48, transformer_heads=3,
-                    transformer_layers=3),
-    "deep_p16": dict(embed_dim=40, image_resolution=48, vision_layers=6, vision_width=64,
-                     vision_patch_size=16, transformer_width=64, transformer_heads=1,
-                     transformer_layers=4),
+    "wide_p4": dict(
+        embed_dim=24,
+        image_resolution=16,
+        vision_layers=3,
+        vision_width=128,
+        vision_patch_size=4,
+        transformer_width=48,
+        transformer_heads=3,
+        transformer_layers=3,
+    ),
+    "deep_p16": dict(
+        embed_dim=40,
+        image_resolution=48,
+        vision_layers=6,
+        vision_width=64,
+        vision_patch_size=16,
+        transformer_width=64,
+        transformer_heads=1,
+        transformer_layers=4,
+    ),
 }
 
 
@@ -60,8 +74,10 @@ def capture_block_inputs(blocks):
     seen = {}
     handles = []
     for i, block in enumerate(blocks):
+
         def hook(module, args, i=i):
             seen.setdefault(i, args[0].detach().clone())
+
         handles.append(block.ln_1.register_forward_pre_hook(hook))
     return seen, handles
 
@@ -170,10 +186,10 @@ def test_text_deep_prompts_replace_context_positions_in_blocks_1_to_J_minus_1(mo
     pos = model.positional_embedding
     torch.testing.assert_close(seen[0], (embeds + pos).permute(1, 0, 2))
     for i in (1, 2):
-        assert torch.equal(seen[i][1:1 + n], deep[i - 1].unsqueeze(1).expand(-1, len(NAMES), -1))
+        assert torch.equal(seen[i][1 : 1 + n], deep[i - 1].unsqueeze(1).expand(-1, len(NAMES), -1))
         # everything else is the previous block's output
         torch.testing.assert_close(seen[i][:1], outputs[i - 1][:1])
-        torch.testing.assert_close(seen[i][1 + n:], outputs[i - 1][1 + n:])
+        torch.testing.assert_close(seen[i][1 + n :], outputs[i - 1][1 + n :])
     torch.testing.assert_close(seen[3], outputs[2])  # block 3 >= J: untouched
     eot = tokens.argmax(-1)
     final = model.ln_final(outputs[3][eot, torch.arange(len(NAMES))]) @ model.text_projection
@@ -232,8 +248,7 @@ def test_pass_through_equals_attention_to_itself_only(model):
     block = model.visual.transformer.resblocks[2]
     h = torch.randn(3, 5, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(_pass_through(block, h), self_attention_only(block, h),
-                                   atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(_pass_through(block, h), self_attention_only(block, h), atol=1e-6, rtol=1e-5)
         # and it is not the ordinary block (tokens mixing with each other)
         assert not torch.allclose(_pass_through(block, h), block(h), atol=1e-3)
 
@@ -321,8 +336,9 @@ def test_half_precision_towers_follow_clip_layout(dtype, tokens):
         final, layers = VisionTower(model)(images, torch.randn(2, 64), keep_layers=(2,))
         text = TextTower(model)(model.token_embedding(tokens), tokens)
         assert final.dtype == layers.dtype == text.dtype == dtype
-        torch.testing.assert_close(VisionTower(model)(images)[0].float(),
-                                   reference.encode_image(images), atol=0.05, rtol=0.05)
+        torch.testing.assert_close(
+            VisionTower(model)(images)[0].float(), reference.encode_image(images), atol=0.05, rtol=0.05
+        )
         torch.testing.assert_close(text.float(), reference.encode_text(tokens), atol=0.05, rtol=0.05)
 
 
@@ -385,6 +401,7 @@ def test_load_named_model_from_the_cache_folder(tmp_path, monkeypatch):
 def offline(monkeypatch):
     def refuse(*args, **kwargs):
         raise urllib.error.URLError("no network in tests")
+
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
@@ -393,8 +410,15 @@ def test_missing_named_weights_give_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError) as info:
         load_clip("ViT-B/32", download_root=str(tmp_path))
     message = str(info.value)
-    for part in ("ViT-B/32", "RN50", "ViT-L/14@336px", str(tmp_path), "ViT-B-32.pt", "downloading",
-                 "path of a local file"):
+    for part in (
+        "ViT-B/32",
+        "RN50",
+        "ViT-L/14@336px",
+        str(tmp_path),
+        "ViT-B-32.pt",
+        "downloading",
+        "path of a local file",
+    ):
         assert part in message, part
     (tmp_path / "ViT-B-32.pt").write_bytes(b"not the weights")
     with pytest.raises(RuntimeError, match="exists but does not match"):
@@ -410,8 +434,7 @@ def test_unknown_name_or_missing_file(tmp_path):
 def test_openclip_checkpoints_are_mapped(tmp_path, tokens):
     model = standard_tiny()
     sd = model.state_dict()
-    wrapped = {"epoch": 3, "name": "bioclip-like",
-               "state_dict": {"module." + k: v for k, v in sd.items()}}
+    wrapped = {"epoch": 3, "name": "bioclip-like", "state_dict": {"module." + k: v for k, v in sd.items()}}
     wrapped["state_dict"]["module.logit_bias"] = torch.tensor(-10.0)
     wrapped["state_dict"]["module.attn_mask"] = torch.zeros(77, 77)
     custom_text = {}
@@ -483,13 +506,33 @@ def test_vendored_clip_with_design_details_builds_plain_blocks(monkeypatch, tmp_
     seen = []
 
     class VendoredCLIP(OpenAICLIP):
-        def __init__(self, embed_dim, image_resolution, vision_layers, vision_width,
-                     vision_patch_size, context_length, vocab_size, transformer_width,
-                     transformer_heads, transformer_layers, design_details):
+        def __init__(
+            self,
+            embed_dim,
+            image_resolution,
+            vision_layers,
+            vision_width,
+            vision_patch_size,
+            context_length,
+            vocab_size,
+            transformer_width,
+            transformer_heads,
+            transformer_layers,
+            design_details,
+        ):
             seen.append(design_details)
-            super().__init__(embed_dim, image_resolution, vision_layers, vision_width,
-                             vision_patch_size, context_length, vocab_size, transformer_width,
-                             transformer_heads, transformer_layers)
+            super().__init__(
+                embed_dim,
+                image_resolution,
+                vision_layers,
+                vision_width,
+                vision_patch_size,
+                context_length,
+                vocab_size,
+                transformer_width,
+                transformer_heads,
+                transformer_layers,
+            )
 
     monkeypatch.setattr(cm, "CLIP", VendoredCLIP)
     model = cm.tiny_clip()
@@ -497,5 +540,4 @@ def test_vendored_clip_with_design_details_builds_plain_blocks(monkeypatch, tmp_
     torch.save(model.state_dict(), path)
     loaded = cm.load_clip(str(path))
     assert isinstance(loaded, VendoredCLIP) and len(seen) == 2
-    assert all(d["trainer"] == "CoOp" and d["vision_depth"] == 0 and d["language_depth"] == 0
-               for d in seen)
+    assert all(d["trainer"] == "CoOp" and d["vision_depth"] == 0 and d["language_depth"] == 0 for d in seen)

@@ -8,8 +8,7 @@ def test_default_config_is_complete_and_valid():
     cfg = default_config()
     check_config(cfg)
     h = cfg.TRAINER.HYPTREE
-    assert (h.BACKBONE, h.PRESET, h.CURVATURE.MODE, h.ALIGN.CROSS) == (
-        "maple", "hyptree", "intermediate", "entailment")
+    assert (h.BACKBONE, h.PRESET, h.CURVATURE.MODE, h.ALIGN.CROSS) == ("maple", "hyptree", "intermediate", "entailment")
     assert (h.W_CUT, h.LAMBDA, h.ALPHA, h.CURVATURE.KAPPA) == (1.0, 0.5, 0.5, 3.0)
     assert list(h.LAYERS) == [4, 7]
     # published backbone defaults
@@ -50,12 +49,15 @@ def test_frozen_and_clashing_configs_are_refused():
         add_hyptree_config(bad)
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("TRAINER.HYPTREE.PRESET", "protekt", "TRAINER.HYPTREE.PRESET"),
-    ("TRAINER.HYPTREE.CURVATURE.MODE", "hyperbolic", "CURVATURE.MODE"),
-    ("TRAINER.HYPTREE.LAYERS", [7, 4], "LAYERS"),
-    ("TRAINER.HYPTREE.CURVATURE.C0", -1.0, "C0"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("TRAINER.HYPTREE.PRESET", "protekt", "TRAINER.HYPTREE.PRESET"),
+        ("TRAINER.HYPTREE.CURVATURE.MODE", "hyperbolic", "CURVATURE.MODE"),
+        ("TRAINER.HYPTREE.LAYERS", [7, 4], "LAYERS"),
+        ("TRAINER.HYPTREE.CURVATURE.C0", -1.0, "C0"),
+    ],
+)
 def test_check_config_names_the_bad_key(key, value, needle):
     cfg = default_config()
     cfg.merge_from_list([key, value])

@@ -5,6 +5,7 @@ differentiated by hand in ``c`` (not in ``sqrt(c)`` as the module does, and itse
 checked against finite differences), scipy's brentq on dF/dc for the optimum, and
 central finite differences of that precise solve for the gradients.
 """
+
 import math
 
 import numpy as np
@@ -19,7 +20,7 @@ from hyptree.geometry.curvature import (
     path_radii,
     radii_from_ratio,
 )
-from hyptree.geometry.curvatures import CurvatureState, Curvatures
+from hyptree.geometry.curvatures import Curvatures, CurvatureState
 
 F64 = torch.float64
 
@@ -78,7 +79,9 @@ def random_cases(rng, n, lo=1e-3, hi=10.0, kappa=3.0, free_radii=False):
         r_i = rng.uniform(0.3, 20.0, n) / np.sqrt(c_i)
     else:
         ratio = np.exp(rng.uniform(np.log(0.3), np.log(3.0), n))
-        r_t, r_i = (r.numpy() for r in radii_from_ratio(torch.tensor(ratio), torch.tensor(c_t), torch.tensor(c_i), kappa))
+        r_t, r_i = (
+            r.numpy() for r in radii_from_ratio(torch.tensor(ratio), torch.tensor(c_t), torch.tensor(c_i), kappa)
+        )
     # keep |sqrt(c) - sqrt(c_ref)| r below the module's cosh cap (and numpy's overflow)
     dz = np.abs(np.sqrt(c_t) - np.sqrt(c_i)) * np.maximum(r_t, r_i)
     keep = dz < 250
@@ -93,7 +96,7 @@ def test_oracle_derivative_matches_finite_differences():
     h = 1e-6 * c
     fd = (np_D(c_ref, c + h, r) - np_D(c_ref, c - h, r)) / (2 * h)
     err = np.abs(np_dD_dc(c_ref, c, r) - fd)
-    assert (err <= 1e-5 * np.abs(fd) + 1e-8 / c ** 2).all()
+    assert (err <= 1e-5 * np.abs(fd) + 1e-8 / c**2).all()
 
 
 def test_manifold_distance_is_design_formula():
@@ -112,15 +115,15 @@ def test_manifold_distance_stationary_at_c_ref_for_any_r():
     r = torch.tensor(np.geomspace(0.01, 100.0, 12), dtype=F64)[None, :].expand(9, 12)
     c = c_ref.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(manifold_distance(c_ref, c, r).sum(), c)
-    assert (g.abs() * c_ref ** 2 < 1e-12).all()
+    assert (g.abs() * c_ref**2 < 1e-12).all()
     # independent: central differences of the literal numpy formula
     cr, rr = c_ref.numpy(), r.numpy()
     h = 1e-5 * cr / np.maximum(1.0, rr * np.sqrt(cr))  # D varies on the scale 1 / (r sqrt(c))
     fd = (np_D(cr, cr + h, rr) - np_D(cr, cr - h, rr)) / (2 * h)
-    assert (np.abs(fd) * cr ** 2 < 1e-7).all()
+    assert (np.abs(fd) * cr**2 < 1e-7).all()
     # for scale: one step away from c_ref the slope is far from zero
     slope = np_dD_dc(cr, 1.2 * cr, rr)
-    assert (np.abs(slope) * cr ** 2 > 1e-3).all()
+    assert (np.abs(slope) * cr**2 > 1e-3).all()
 
 
 def test_paper_form_is_not_stationary():
@@ -145,7 +148,7 @@ def test_stationary_point_is_local_min_iff_r_sqrt_c_ref_above_one(c_ref):
     (g2,) = torch.autograd.grad(g.sum(), c)
     assert ((g2 > 0).numpy() == is_min).all()
     # closed form at c_ref: d2D/dc2 = (r^2 c_ref - 1) / (4 c_ref^3)
-    np.testing.assert_allclose(g2.numpy(), (rs ** 2 * c_ref - 1) / (4 * c_ref ** 3), rtol=1e-8)
+    np.testing.assert_allclose(g2.numpy(), (rs**2 * c_ref - 1) / (4 * c_ref**3), rtol=1e-8)
     # both sides, from function values of the numpy formula: a minimum rises on each side
     for eps in (1e-3, -1e-3):
         rise = np_D(c_ref, c_ref * (1 + eps), rs) - np_D(c_ref, c_ref, rs)
@@ -321,9 +324,7 @@ def test_batched_shapes_and_dtypes():
             assert one.dtype == torch.get_default_dtype() and one.shape == ()
             ref = solve(float(c_t[j, k]), float(c_i[k]), 25.0, 30.0)
             assert out[j, k].item() == pytest.approx(ref.item(), rel=1e-6)
-            np.testing.assert_allclose(
-                ref.item(), oracle(float(c_t[j, k]), float(c_i[k]), 25.0, 30.0)[0], rtol=1e-8
-            )
+            np.testing.assert_allclose(ref.item(), oracle(float(c_t[j, k]), float(c_i[k]), 25.0, 30.0)[0], rtol=1e-8)
     # gradients reduce correctly over broadcast dimensions
     c_i_leaf = c_i.clone().requires_grad_(True)
     intermediate_curvature(c_t.double(), c_i_leaf, r_t, r_i).sum().backward()

@@ -1,4 +1,5 @@
 """The Dassl wrappers in datasets/, built through Dassl's own DataManager from a real Dassl cfg."""
+
 import os
 import random
 
@@ -10,13 +11,13 @@ pytestmark = pytest.mark.dassl
 from dassl.config import get_cfg_default  # noqa: E402
 from dassl.data import DataManager  # noqa: E402
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum, build_dataset  # noqa: E402
-
-import datasets  # noqa: E402  (registers everything)
-from hyptree.run.config import add_hyptree_config  # noqa: E402
-from hyptree.data.build import DATASET_NAMES, build_hierarchical_dataset  # noqa: E402
-from hyptree.data.toy import make_toy_dataset  # noqa: E402
 from test_data import _cifar_fake, _classnames_file, _img, _write_cifar_archive  # noqa: E402
 from test_hierdata import IN_NAMES, IN_WNIDS, _imagenet_root  # noqa: E402
+
+import datasets  # noqa: E402  (registers everything)
+from hyptree.data.build import DATASET_NAMES, build_hierarchical_dataset  # noqa: E402
+from hyptree.data.toy import make_toy_dataset  # noqa: E402
+from hyptree.run.config import add_hyptree_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -142,6 +143,7 @@ def test_wrapper_matches_library(toy_root):
     ds = build_dataset(cfg)
     hd = build_hierarchical_dataset("toy", str(toy_root), num_shots=4, subsample="new", seed=1)
     for ours, theirs in ((ds.train_x, hd.train_x), (ds.val, hd.val), (ds.test, hd.test)):
-        assert [(d.impath, d.label, d.classname, d.domain) for d in ours] == \
-            [(i.impath, i.label, i.classname, i.domain) for i in theirs]
+        assert [(d.impath, d.label, d.classname, d.domain) for d in ours] == [
+            (i.impath, i.label, i.classname, i.domain) for i in theirs
+        ]
     assert ds.taxonomy == hd.taxonomy and ds.full_taxonomy == hd.full_taxonomy

@@ -1,6 +1,7 @@
 """Tests for the hyptree.data readers (common, folder, one module per dataset).
 
 Every reader runs on generated files in the dataset's real layout."""
+
 import io
 import json
 import os
@@ -12,18 +13,28 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hyptree.data.build import LAYOUTS
+from hyptree.data.cifar100 import extract_cifar100, read_cifar100_hierarchical
 from hyptree.data.common import (
-    Item, fewshot_sample, list_images, per_class_split, read_coop_split, subsample_classes, write_coop_split,
+    Item,
+    fewshot_sample,
+    list_images,
+    per_class_split,
+    read_coop_split,
+    subsample_classes,
+    write_coop_split,
 )
 from hyptree.data.folder import read_image_folder_tree, read_protect_items, read_protect_split_names
-from hyptree.data.cifar100 import extract_cifar100, read_cifar100_hierarchical
-from hyptree.data.sun397 import read_sun397, sun397_hierarchy_file
 from hyptree.data.imagenet import (
-    read_imagenet, read_imagenet_a, read_imagenet_classnames, read_imagenet_r, read_imagenet_sketch, read_imagenet_v2,
+    read_imagenet,
+    read_imagenet_a,
+    read_imagenet_classnames,
+    read_imagenet_r,
+    read_imagenet_sketch,
+    read_imagenet_v2,
 )
 from hyptree.data.rare_species import read_rare_species
-from hyptree.data.build import LAYOUTS
-
+from hyptree.data.sun397 import read_sun397, sun397_hierarchy_file
 
 # --------------------------------------------------------------------------- helpers
 
@@ -143,8 +154,10 @@ def test_fewshot_repeat_determinism_and_all():
 def test_fewshot_matches_dassl(tmp_path):
     from dassl.data.datasets import DatasetBase, Datum
 
-    items = [Item(_img(str(tmp_path / f"{it.label}_{i}.png")), it.label, it.classname)
-             for i, it in enumerate(_items({0: 9, 1: 2, 2: 5}))]
+    items = [
+        Item(_img(str(tmp_path / f"{it.label}_{i}.png")), it.label, it.classname)
+        for i, it in enumerate(_items({0: 9, 1: 2, 2: 5}))
+    ]
     datums = [Datum(impath=it.impath, label=it.label, classname=it.classname) for it in items]
     base = DatasetBase.__new__(DatasetBase)
     for repeat in (False, True):
@@ -216,16 +229,21 @@ def test_cifar100_extracts_once_from_archive(tmp_path, monkeypatch):
     d = extract_cifar100(root)
     assert len(saves) == 18
     assert d.classnames == ["apple", "otter", "seal", "rose"]
-    assert d.hierarchy_lines == ["fruit_and_vegetables/apple", "aquatic_mammals/otter",
-                                 "aquatic_mammals/seal", "flowers/rose"]
+    assert d.hierarchy_lines == [
+        "fruit_and_vegetables/apple",
+        "aquatic_mammals/otter",
+        "aquatic_mammals/seal",
+        "flowers/rose",
+    ]
     assert d.extra["fine_to_coarse"] == [0, 1, 1, 2]
     assert len(d.train) == 12 and len(d.test) == 6 and d.val == []
     for split, items in (("train", d.train), ("test", d.test)):
         for idx, it in enumerate(items):
             assert it.label == fake[split][b"fine_labels"][idx]
             assert it.classname == d.classnames[it.label]
-            assert it.impath == os.path.join(root, "cifar-100", "cifar-100-images", split,
-                                             it.classname, f"{idx:05d}.png")
+            assert it.impath == os.path.join(
+                root, "cifar-100", "cifar-100-images", split, it.classname, f"{idx:05d}.png"
+            )
             expected = fake[split][b"data"][idx].reshape(3, 32, 32).transpose(1, 2, 0)
             assert np.array_equal(np.asarray(Image.open(it.impath).convert("RGB")), expected)
     # second call: nothing rewritten, the archive is not even needed any more
@@ -285,11 +303,18 @@ def test_read_cifar100_hierarchical(tmp_path):
     d = read_cifar100_hierarchical(str(tmp_path))
     assert d.hierarchy_lines == ["forest", "physical_entity/object/mountain", "physical_entity/person/baby"]
     assert d.classnames == ["forest", "mountain", "baby"]
-    assert sorted(os.path.basename(it.impath) for it in d.train) == ["train_a.png", "train_b.png",
-                                                                     "train_d.png", "train_g.png"]
+    assert sorted(os.path.basename(it.impath) for it in d.train) == [
+        "train_a.png",
+        "train_b.png",
+        "train_d.png",
+        "train_g.png",
+    ]
     assert [(os.path.basename(it.impath), it.label, it.classname) for it in d.test] == [
-        ("test_h.png", 0, "forest"), ("test_c.png", 1, "mountain"),
-        ("test_e.png", 2, "baby"), ("test_f.png", 2, "baby")]
+        ("test_h.png", 0, "forest"),
+        ("test_c.png", 1, "mountain"),
+        ("test_e.png", 2, "baby"),
+        ("test_f.png", 2, "baby"),
+    ]
     # ProTeCt's leaf order instead of sorted paths
     d2 = read_cifar100_hierarchical(str(tmp_path), class_order=["baby", "forest", "mountain"])
     assert d2.hierarchy_lines == ["physical_entity/person/baby", "forest", "physical_entity/object/mountain"]
@@ -317,8 +342,10 @@ def test_read_protect_list_and_split_names(tmp_path):
     gt = tmp_path / "gt_test.txt"
     gt.write_text("a/abbey/x.jpg,1,0\nn07753592/0.1_envelope , chest_0.9.jpg,0,1\n\n")
     items = read_protect_items(str(gt), "/data/SUN397", ["envelope_class", "abbey_class"])
-    assert items == [Item("/data/SUN397/a/abbey/x.jpg", 1, "abbey_class"),
-                     Item("/data/SUN397/n07753592/0.1_envelope , chest_0.9.jpg", 0, "envelope_class")]
+    assert items == [
+        Item("/data/SUN397/a/abbey/x.jpg", 1, "abbey_class"),
+        Item("/data/SUN397/n07753592/0.1_envelope , chest_0.9.jpg", 0, "envelope_class"),
+    ]
     assert read_protect_items(str(gt), "/r")[0].classname == "abbey"
     with pytest.raises(ValueError, match=r"gt_test.txt:1: label 1 outside 0..0"):
         read_protect_items(str(gt), "/r", ["only"])
@@ -362,9 +389,11 @@ def test_sun397_creates_split_from_partitions(tmp_path):
     ds = os.path.join(root, "sun397")
     open(os.path.join(ds, "ClassName.txt"), "w").write("".join(f"/{f}\n" for f in folders))
     open(os.path.join(ds, "Training_01.txt"), "w").write(
-        "".join(f"/{f}/sun_{i}.jpg\n" for f in folders for i in range(5)))
+        "".join(f"/{f}/sun_{i}.jpg\n" for f in folders for i in range(5))
+    )
     open(os.path.join(ds, "Testing_01.txt"), "w").write(
-        "".join(f"/{f}/sun_{i}.jpg\n" for f in folders for i in range(5, 10)))
+        "".join(f"/{f}/sun_{i}.jpg\n" for f in folders for i in range(5, 10))
+    )
     d = read_sun397(root, seed=2)
     assert os.path.isfile(os.path.join(ds, "split_zhou_SUN397.json"))
     assert d.classnames == ["abbey", "outdoor apartment_building", "shop bakery"]
@@ -418,8 +447,9 @@ def test_imagenet_reader_and_cache(tmp_path):
     d = read_imagenet(root)
     assert d.classnames == NAMES and d.class_ids == WNIDS
     assert [it.label for it in d.train] == [0, 0, 1, 1, 1, 2, 2, 2, 2]
-    assert d.train[0] == Item(os.path.join(root, "imagenet", "images", "train", WNIDS[0], f"{WNIDS[0]}_0.JPEG"),
-                              0, "tench")
+    assert d.train[0] == Item(
+        os.path.join(root, "imagenet", "images", "train", WNIDS[0], f"{WNIDS[0]}_0.JPEG"), 0, "tench"
+    )
     assert d.test == d.val and [it.label for it in d.test] == [0, 1, 2]
     cache = os.path.join(root, "imagenet", "preprocessed_hyptree.pkl")
     assert os.path.isfile(cache)
@@ -452,8 +482,10 @@ def test_imagenet_errors(tmp_path):
         read_imagenet(root)
     assert LAYOUTS["imagenet"] in str(e.value)
     _imagenet(root)
-    os.rename(os.path.join(root, "imagenet", "images", "val", WNIDS[2]),
-              os.path.join(root, "imagenet", "images", "val", "n99999999"))
+    os.rename(
+        os.path.join(root, "imagenet", "images", "val", WNIDS[2]),
+        os.path.join(root, "imagenet", "images", "val", "n99999999"),
+    )
     with pytest.raises(ValueError, match="n99999999"):
         read_imagenet(root, cache=False)
     os.rename(os.path.join(root, "imagenet", "images", "val", "n99999999"), str(tmp_path / "gone"))
@@ -501,10 +533,13 @@ def test_imagenet_sketch(tmp_path):
         read_imagenet_sketch(root)
 
 
-@pytest.mark.parametrize("reader,folder,sub", [
-    (read_imagenet_a, "imagenet-adversarial", "imagenet-a"),
-    (read_imagenet_r, "imagenet-rendition", "imagenet-r"),
-])
+@pytest.mark.parametrize(
+    "reader,folder,sub",
+    [
+        (read_imagenet_a, "imagenet-adversarial", "imagenet-a"),
+        (read_imagenet_r, "imagenet-rendition", "imagenet-r"),
+    ],
+)
 def test_imagenet_a_r_reindex_subset(tmp_path, reader, folder, sub):
     root = str(tmp_path)
     ds = os.path.join(root, folder)
@@ -527,9 +562,11 @@ def test_imagenet_a_r_reindex_subset(tmp_path, reader, folder, sub):
 
 # --------------------------------------------------------------------------- Rare Species
 
-SPECIES = ["chordata_aves_accipitriformes_accipitridae_aquila_heliaca",
-           "chordata_mammalia_carnivora_felidae_panthera_pardus",
-           "arthropoda_insecta_lepidoptera_papilionidae_ornithoptera_alexandrae"]
+SPECIES = [
+    "chordata_aves_accipitriformes_accipitridae_aquila_heliaca",
+    "chordata_mammalia_carnivora_felidae_panthera_pardus",
+    "arthropoda_insecta_lepidoptera_papilionidae_ornithoptera_alexandrae",
+]
 
 
 def _rare(root, n=10):

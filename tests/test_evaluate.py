@@ -1,4 +1,5 @@
 """hyptree.eval.evaluate without Dassl: streaming evaluation, run outputs, cuts, hashes, log."""
+
 import json
 import math
 import pickle
@@ -7,21 +8,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import LINES, make_model
 
-from hyptree.run.config import default_config
 from hyptree.eval.evaluate import evaluate
+from hyptree.eval.metrics import hierarchical_metrics
 from hyptree.eval.runfiles import format_metrics, write_run
 from hyptree.eval.trainlog import TrainLog
-from hyptree.eval.metrics import hierarchical_metrics
+from hyptree.run.config import default_config
 from hyptree.run.records import config_hash, evaluation_cuts_for, run_record
-from helpers import LINES, make_model
 from hyptree.tree import Taxonomy, evaluation_cuts, load_cuts, save_cuts
 from hyptree.tree.io import read_paths_file
+
 
 @pytest.fixture(scope="module")
 def taxonomy():
     return Taxonomy.from_paths(LINES)
-
 
 
 def data(n, seed=0, labels=None):
@@ -34,7 +35,7 @@ def data(n, seed=0, labels=None):
 def batches(x, y, sizes, as_dict=False):
     out, start = [], 0
     for s in sizes:
-        xb, yb = x[start:start + s], y[start:start + s]
+        xb, yb = x[start : start + s], y[start : start + s]
         out.append({"img": xb, "label": yb} if as_dict else (xb, yb))
         start += s
     assert start == len(x)
@@ -106,7 +107,11 @@ def test_embeddings_are_per_node_means_of_the_scored_features(taxonomy):
     t = emb["text"]
     assert np.all(t[0] == 0) and np.allclose(np.linalg.norm(t[1:], axis=1), 1.0, atol=1e-5)
     assert 0 < emb["curv_text"] and 0 < emb["curv_image"]
-    assert min(emb["curv_text"], emb["curv_image"]) - 1e-9 <= emb["curv_inter"] <= max(emb["curv_text"], emb["curv_image"]) + 1e-9
+    assert (
+        min(emb["curv_text"], emb["curv_image"]) - 1e-9
+        <= emb["curv_inter"]
+        <= max(emb["curv_text"], emb["curv_image"]) + 1e-9
+    )
 
 
 def test_vanilla_embeddings_share_the_final_feature_and_have_no_curvature(taxonomy):
@@ -123,9 +128,30 @@ def test_vanilla_embeddings_share_the_final_feature_and_have_no_curvature(taxono
     assert math.isnan(emb["curv_inter"])
 
 
-KEYS = {"metrics", "split", "tree", "dataset", "num_shots", "subsample", "trainer", "backbone", "preset",
-        "curvature_mode", "cross", "image_tree", "pass_through", "seed", "config_hash", "epoch",
-        "model_dir", "output_dir", "taxonomy", "taxonomy_source", "curvatures", "time"}
+KEYS = {
+    "metrics",
+    "split",
+    "tree",
+    "dataset",
+    "num_shots",
+    "subsample",
+    "trainer",
+    "backbone",
+    "preset",
+    "curvature_mode",
+    "cross",
+    "image_tree",
+    "pass_through",
+    "seed",
+    "config_hash",
+    "epoch",
+    "model_dir",
+    "output_dir",
+    "taxonomy",
+    "taxonomy_source",
+    "curvatures",
+    "time",
+}
 
 
 def test_write_run_files_parse_back(taxonomy, tmp_path):
@@ -136,8 +162,18 @@ def test_write_run_files_parse_back(taxonomy, tmp_path):
     cfg = default_config()
     cfg.DATASET.NAME, cfg.TRAINER.NAME, cfg.OUTPUT_DIR = "Toy", "MaPLeHypTree", str(tmp_path)
     curv = {k: float(emb[f"curv_{k}"]) for k in ("text", "image", "inter")}
-    rec = run_record(cfg, metrics, split="test", tree="base", taxonomy=taxonomy, taxonomy_source="lines",
-                     epoch=3, model_dir="/ckpt", curvatures=curv, num_cuts=len(cuts))
+    rec = run_record(
+        cfg,
+        metrics,
+        split="test",
+        tree="base",
+        taxonomy=taxonomy,
+        taxonomy_source="lines",
+        epoch=3,
+        model_dir="/ckpt",
+        curvatures=curv,
+        num_cuts=len(cuts),
+    )
     paths = write_run(str(tmp_path / "run"), rec, taxonomy, cuts, emb)
     back = json.load(open(paths["results"]))
     assert KEYS <= set(back)
@@ -160,10 +196,23 @@ def test_write_run_files_parse_back(taxonomy, tmp_path):
 def test_record_writes_nan_as_null_and_no_curvatures(taxonomy, tmp_path):
     cfg = default_config()
     cfg.TRAINER.HYPTREE.PRESET = "protect"
-    metrics = {"LA": 50.0, "HCA": 25.0, "MTA": math.nan, "node_acc": 60.0, "depth_acc": [70.0, 50.0],
-               "node_accs": [1.0, math.nan], "num_samples": 4}
-    rec = run_record(cfg, metrics, split="val", tree="all", taxonomy=taxonomy,
-                     curvatures={"text": math.nan, "image": math.nan, "inter": math.nan})
+    metrics = {
+        "LA": 50.0,
+        "HCA": 25.0,
+        "MTA": math.nan,
+        "node_acc": 60.0,
+        "depth_acc": [70.0, 50.0],
+        "node_accs": [1.0, math.nan],
+        "num_samples": 4,
+    }
+    rec = run_record(
+        cfg,
+        metrics,
+        split="val",
+        tree="all",
+        taxonomy=taxonomy,
+        curvatures={"text": math.nan, "image": math.nan, "inter": math.nan},
+    )
     assert rec["curvatures"] is None and rec["image_tree"] is False and rec["epoch"] is None
     paths = write_run(str(tmp_path), rec, taxonomy, [], results_name="results_val.json")
     text = open(paths["results"]).read()
@@ -245,6 +294,7 @@ def test_train_log_append_read_truncate(tmp_path):
 
 
 def test_format_metrics_table():
-    text = format_metrics({"LA": 50.0, "HCA": 40.0, "MTA": math.nan, "node_acc": 60.0,
-                           "depth_acc": [90.0, 50.0], "num_samples": 8})
+    text = format_metrics(
+        {"LA": 50.0, "HCA": 40.0, "MTA": math.nan, "node_acc": 60.0, "depth_acc": [90.0, 50.0], "num_samples": 8}
+    )
     assert "LA" in text and " 50.00" in text and "depth 2" in text and "n/a" in text

@@ -1,4 +1,5 @@
 """hyptree.utils.files: atomic writes and build-once folders under concurrency."""
+
 import multiprocessing as mp
 import os
 import time
@@ -32,6 +33,7 @@ def _slow_build(target, log):
             with open(os.path.join(tmp, f"{i}.txt"), "w") as f:
                 f.write(str(i))
             time.sleep(0.01)
+
     build_dir_once(target, build)
     # every caller, when it returns, sees the complete folder
     assert sorted(os.listdir(target)) == sorted([".complete"] + [f"{i}.txt" for i in range(20)])
@@ -85,6 +87,7 @@ def test_atomic_files_get_the_usual_mode(tmp_path):
         import importlib
 
         import hyptree.utils.files as files
+
         importlib.reload(files)
         files.atomic_write_text(str(tmp_path / "r.json"), "{}")
         assert (os.stat(tmp_path / "r.json").st_mode & 0o777) == 0o644

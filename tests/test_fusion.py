@@ -8,8 +8,7 @@ from hyptree.model.fusion import TextGuidedSelection
 
 def data(batch=3, names=5, layers=4, dim=8, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(names, dim, generator=g).to(dtype),
-            torch.randn(batch, layers, dim, generator=g).to(dtype))
+    return (torch.randn(names, dim, generator=g).to(dtype), torch.randn(batch, layers, dim, generator=g).to(dtype))
 
 
 def randomised(dim, seed=1):
@@ -77,8 +76,7 @@ def test_half_inputs_keep_their_dtype_and_stay_close():
     module = randomised(8)
     out = module(text.half(), tokens.half())
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
-    torch.testing.assert_close(out.float(), module(text.half().float(), tokens.half().float()),
-                               atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(out.float(), module(text.half().float(), tokens.half().float()), atol=2e-3, rtol=2e-3)
     _, weights = module(text.half(), tokens.half(), return_weights=True)
     assert weights.dtype == torch.float32  # softmax upcast
 

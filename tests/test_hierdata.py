@@ -1,28 +1,30 @@
 """hyptree.data.build on tiny generated copies of each dataset's real on-disk layout (no Dassl)."""
+
 import logging
 import os
 import random
 
 import pytest
 
-from hyptree.run.config import default_config
+# fixture builders of the reader tests (the files in each dataset's real format)
+from test_data import SPECIES, _cifar_fake, _classnames_file, _img, _protect_cifar_tree, _rare, _write_cifar_archive
+from test_taxonomy_io import SUN_CSV, make_protect_tree, write_meta_mat
+
 from hyptree.data.build import (
     DATASET_NAMES,
     HIERARCHY_SOURCES,
     LAYOUTS,
     PROTECT_DIRS,
-    build_hierarchical_dataset as build,
     match_classes,
 )
+from hyptree.data.build import (
+    build_hierarchical_dataset as build,
+)
 from hyptree.data.common import fewshot_sample
+from hyptree.run.config import default_config
 from hyptree.run.factory import dataset_options
 from hyptree.tree import Taxonomy, split_base_novel
 from hyptree.tree.io import read_paths_file, write_paths_file
-
-# fixture builders of the reader tests (the files in each dataset's real format)
-from test_data import SPECIES, _classnames_file, _cifar_fake, _img, _protect_cifar_tree, _rare, _write_cifar_archive
-from test_taxonomy_io import SUN_CSV, make_protect_tree, write_meta_mat
-
 
 # --------------------------------------------------------------------------- checks
 
@@ -129,7 +131,11 @@ def test_cifar100_archive_tree_and_val_fallback(cifar_root):
     t = hd.taxonomy
     assert t.class_names == ("apple", "otter", "seal", "rose")  # official fine label order
     assert [t.names[t.parent[t.leaves[k]]] for k in range(4)] == [
-        "fruit_and_vegetables", "aquatic_mammals", "aquatic_mammals", "flowers"]
+        "fruit_and_vegetables",
+        "aquatic_mammals",
+        "aquatic_mammals",
+        "flowers",
+    ]
     assert "archive" in hd.source
     assert hd.val == hd.test and len(hd.test) == 8  # no val split: test is val
     novel = build("cifar100", cifar_root, subsample="new", num_shots=1)
@@ -142,8 +148,10 @@ def test_cifar100_hierarchy_priority(cifar_root, tmp_path):
     # 2. ProTeCt's tree.npy beats the archive; its extra leaf is dropped, its names match
     protect = os.path.join(cifar_root, "protect", "cifar100")
     os.makedirs(protect)
-    make_protect_tree(os.path.join(protect, "tree.npy"), {
-        "organism": {"plant": {"rose": {}, "apple": {}, "oak": {}}, "mammal": {"seal": {}, "otter": {}}}})
+    make_protect_tree(
+        os.path.join(protect, "tree.npy"),
+        {"organism": {"plant": {"rose": {}, "apple": {}, "oak": {}}, "mammal": {"seal": {}, "otter": {}}}},
+    )
     hd = build("cifar100", cifar_root)
     _check(hd, _folder)
     assert hd.source.startswith("ProTeCt tree") and "cut down to the dataset's 4 classes" in hd.source
@@ -208,10 +216,13 @@ def test_imagenet_meta_tree_display_names_and_fewshot(tmp_path):
     assert hd.val == hd.test and len(hd.test) == 8  # ImageNet: val is the (unsampled) test set
 
 
-@pytest.mark.parametrize("name,folder,sub", [
-    ("imagenet_a", "imagenet-adversarial", "imagenet-a"),
-    ("imagenet_r", "imagenet-rendition", "imagenet-r"),
-])
+@pytest.mark.parametrize(
+    "name,folder,sub",
+    [
+        ("imagenet_a", "imagenet-adversarial", "imagenet-a"),
+        ("imagenet_r", "imagenet-rendition", "imagenet-r"),
+    ],
+)
 def test_imagenet_variant_uses_imagenet_tree_cut_down(tmp_path, name, folder, sub):
     root = _imagenet_root(str(tmp_path))
     in_tree = build("imagenet", root).full_taxonomy
@@ -229,8 +240,10 @@ def test_imagenet_variant_uses_imagenet_tree_cut_down(tmp_path, name, folder, su
     # a target's own ProTeCt tree beats ImageNet's; ImageNet's ProTeCt tree beats meta.mat
     pimg = os.path.join(root, "protect", "imagenet")
     os.makedirs(pimg)
-    make_protect_tree(os.path.join(pimg, "tree.npy"), {"animal": {"tench": {}, "goldfish": {}},
-                                                       "fish_1": {"great_white_shark": {}, "tiger_shark": {}}})
+    make_protect_tree(
+        os.path.join(pimg, "tree.npy"),
+        {"animal": {"tench": {}, "goldfish": {}}, "fish_1": {"great_white_shark": {}, "tiger_shark": {}}},
+    )
     hp = build(name, root)
     _check(hp, _folder, leaf_of_class={IN_WNIDS[0]: "tench", IN_WNIDS[3]: "tiger_shark"}.get)
     assert hp.source.startswith(f"ProTeCt tree {pimg}")
@@ -261,8 +274,9 @@ def test_imagenet_taxonomy_file_wnid_leaves_show_class_names(tmp_path):
         build("imagenet", root)
     assert "TAXONOMY.FILE" in str(e.value) and "protect/imagenet/tree.npy" in str(e.value)
     tf = tmp_path / "in.txt"
-    tf.write_text("fish/n01440764\nfish/n01443537\nfish/shark/n01484850\nfish/shark/n01491361\n"
-                  "@ n01491361 = Galeocerdo\n")
+    tf.write_text(
+        "fish/n01440764\nfish/n01443537\nfish/shark/n01484850\nfish/shark/n01491361\n@ n01491361 = Galeocerdo\n"
+    )
     hd = build("imagenet", root, taxonomy_file=str(tf))
     _check(hd, _folder)
     assert hd.classnames == ["tench", "goldfish", "great white shark", "Galeocerdo"]  # explicit name kept
@@ -284,9 +298,11 @@ def _sun_root(root, table_rows=None, per_class=10):
             _img(os.path.join(ds, "SUN397", f, f"sun_{i}.jpg"))
     open(os.path.join(ds, "ClassName.txt"), "w").write("".join(f"/{f}\n" for f in SUN_FOLDERS))
     open(os.path.join(ds, "Training_01.txt"), "w").write(
-        "".join(f"/{f}/sun_{i}.jpg\n" for f in SUN_FOLDERS for i in range(per_class // 2)))
+        "".join(f"/{f}/sun_{i}.jpg\n" for f in SUN_FOLDERS for i in range(per_class // 2))
+    )
     open(os.path.join(ds, "Testing_01.txt"), "w").write(
-        "".join(f"/{f}/sun_{i}.jpg\n" for f in SUN_FOLDERS for i in range(per_class // 2, per_class)))
+        "".join(f"/{f}/sun_{i}.jpg\n" for f in SUN_FOLDERS for i in range(per_class // 2, per_class))
+    )
     head = SUN_CSV.splitlines()[:2]  # title row + SUN's header (3 level-1, 8 level-2 groups)
     if table_rows is None:
         table_rows = [
@@ -297,8 +313,7 @@ def _sun_root(root, table_rows=None, per_class=10):
             "'/o/office',1,0,0,0,1,0,0,0,0,0,0",  # not in the dataset
         ]
     os.makedirs(os.path.join(ds, "hierarchy_three_levels"))
-    open(os.path.join(ds, "hierarchy_three_levels", "three_levels.csv"), "w").write(
-        "\n".join(head + table_rows) + "\n")
+    open(os.path.join(ds, "hierarchy_three_levels", "three_levels.csv"), "w").write("\n".join(head + table_rows) + "\n")
     return root
 
 
@@ -327,8 +342,10 @@ def test_sun397_table_base_new(tmp_path):
         assert _per_class(h.train_x) == {k: 2 for k in range(2)} and _per_class(h.val) == {0: 1, 1: 1}
     assert sorted(base.class_ids + new.class_ids) == sorted(SUN_FOLDERS)
     # balanced split: each parent with two leaves gives one to each half
-    assert {base.class_ids[0], base.class_ids[1]} & set(SUN_FOLDERS[:2]) and \
-        {base.class_ids[0], base.class_ids[1]} & set(SUN_FOLDERS[2:])
+    assert {base.class_ids[0], base.class_ids[1]} & set(SUN_FOLDERS[:2]) and {
+        base.class_ids[0],
+        base.class_ids[1],
+    } & set(SUN_FOLDERS[2:])
 
 
 def test_sun397_protect_subset_drops_classes_with_warning(tmp_path, caplog):
@@ -336,21 +353,27 @@ def test_sun397_protect_subset_drops_classes_with_warning(tmp_path, caplog):
     p = os.path.join(root, "protect", "sun")
     os.makedirs(p)
     # ProTeCt's names ('apartment_building_outdoor'), and not every SUN397 class
-    make_protect_tree(os.path.join(p, "tree.npy"), {"outdoor": {"abbey": {}, "apartment_building_outdoor": {}},
-                                                    "indoor": {"bedroom": {}, "office": {}}})
+    make_protect_tree(
+        os.path.join(p, "tree.npy"),
+        {"outdoor": {"abbey": {}, "apartment_building_outdoor": {}}, "indoor": {"bedroom": {}, "office": {}}},
+    )
     with caplog.at_level(logging.WARNING, logger="hyptree.data.build"):
         hd = build("sun397", root)
     assert "1 of 4 classes are not leaves" in caplog.text
     assert hd.dropped_classes == ["b/bakery/shop"]
     assert hd.class_ids == ["a/abbey", "a/apartment_building/outdoor", "b/bedroom"]
-    _check(hd, _sun_class, {"a/abbey": "abbey", "a/apartment_building/outdoor": "apartment_building_outdoor",
-                            "b/bedroom": "bedroom"}.get)
+    _check(
+        hd,
+        _sun_class,
+        {"a/abbey": "abbey", "a/apartment_building/outdoor": "apartment_building_outdoor", "b/bedroom": "bedroom"}.get,
+    )
     assert not any("bakery" in it.impath for it in hd.train_x + hd.val + hd.test)
 
 
 def test_sun397_native_table_missing_a_class_is_an_error(tmp_path):
-    root = _sun_root(str(tmp_path), table_rows=["'/a/abbey',0,0,1,0,0,0,0,0,0,0,1",
-                                                "'/b/bedroom',1,0,0,0,0,1,0,0,0,0,0"])
+    root = _sun_root(
+        str(tmp_path), table_rows=["'/a/abbey',0,0,1,0,0,0,0,0,0,0,1", "'/b/bedroom',1,0,0,0,0,1,0,0,0,0,0"]
+    )
     with pytest.raises(ValueError, match=r"2 classes are not leaves of .*three_levels.csv.*apartment_building"):
         build("sun397", root)
 
@@ -401,8 +424,13 @@ def test_errors(tmp_path, toy_root):
         build("toy", toy_root, split_mode="random")
     with pytest.raises(TypeError, match="toy: .*colour"):
         build("toy", toy_root, colour=1)
-    for name, layout in (("cifar100", "cifar100"), ("sun397", "sun397"), ("imagenet", "imagenet"),
-                         ("imagenet_sketch", "imagenet_sketch"), ("rare_species", "rare_species")):
+    for name, layout in (
+        ("cifar100", "cifar100"),
+        ("sun397", "sun397"),
+        ("imagenet", "imagenet"),
+        ("imagenet_sketch", "imagenet_sketch"),
+        ("rare_species", "rare_species"),
+    ):
         with pytest.raises(FileNotFoundError) as e:
             build(name, str(tmp_path / "empty"))
         assert LAYOUTS[layout] in str(e.value), name
@@ -427,8 +455,15 @@ def test_dataset_options():
     cfg.DATASET.SUBSAMPLE_CLASSES = "base"
     cfg.SEED = 3
     cfg.TRAINER.HYPTREE.TAXONOMY.FILE = "/t.txt"
-    assert dataset_options(cfg) == dict(root="/data", num_shots=16, subsample="base", split_mode="balanced",
-                                         split_seed=0, seed=3, taxonomy_file="/t.txt")
+    assert dataset_options(cfg) == dict(
+        root="/data",
+        num_shots=16,
+        subsample="base",
+        split_mode="balanced",
+        split_seed=0,
+        seed=3,
+        taxonomy_file="/t.txt",
+    )
     del cfg.TRAINER["HYPTREE"]
     del cfg.DATASET["SUBSAMPLE_SEED"]
     with pytest.raises(KeyError, match="DATASET.SUBSAMPLE_SEED, TRAINER.HYPTREE.TAXONOMY.FILE.*add_hyptree_config"):

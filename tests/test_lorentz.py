@@ -4,6 +4,7 @@ Oracles are independent of the module's formulas: numpy float64 Poincare-ball
 distances (via the standard isometry), the hyperbolic law of cosines, Moebius
 addition in the (conformal) ball, and Euclidean geometry.
 """
+
 import math
 
 import numpy as np
@@ -82,9 +83,7 @@ def test_exp_log_roundtrip_float64():
     np.testing.assert_allclose(cosang.numpy(), 1.0, rtol=1e-12)
     # the point is on the hyperboloid: <x, x> = -1/c
     np.testing.assert_allclose(L.inner(x, x, ct).numpy(), -1.0 / c, rtol=1e-6)  # |x|^2 - t^2 cancels
-    np.testing.assert_allclose(
-        L.time_component(x, ct).numpy(), np.sqrt(1 / c + (x.numpy() ** 2).sum(1)), rtol=1e-14
-    )
+    np.testing.assert_allclose(L.time_component(x, ct).numpy(), np.sqrt(1 / c + (x.numpy() ** 2).sum(1)), rtol=1e-14)
 
 
 def test_exp_map0_caps_large_norms():
@@ -92,7 +91,7 @@ def test_exp_map0_caps_large_norms():
     v = torch.tensor([[1e4, 0.0, 0.0], [0.0, 300.0, 400.0]], dtype=torch.float32)
     x = L.exp_map0(v, c)
     assert torch.isfinite(x).all()
-    np.testing.assert_allclose((x.norm(dim=-1) * math.sqrt(c)).numpy(), 2.0 ** 15, rtol=1e-5)
+    np.testing.assert_allclose((x.norm(dim=-1) * math.sqrt(c)).numpy(), 2.0**15, rtol=1e-5)
     np.testing.assert_allclose((x[1] / x[1].norm()).numpy(), [0.0, 0.6, 0.8], atol=1e-6)
 
 
@@ -248,7 +247,9 @@ def _grid(dtype, d=16, seed=0):
     """Rows (c, v1, v2) over all curvature x norm x norm combos plus y==x, y=-x, y=2x."""
     g = torch.Generator().manual_seed(seed)
     cs, n1, n2 = torch.meshgrid(
-        torch.tensor(CURVS, dtype=F64), torch.tensor(NORMS, dtype=F64), torch.tensor(NORMS, dtype=F64),
+        torch.tensor(CURVS, dtype=F64),
+        torch.tensor(NORMS, dtype=F64),
+        torch.tensor(NORMS, dtype=F64),
         indexing="ij",
     )
     cs, n1, n2 = cs.reshape(-1), n1.reshape(-1), n2.reshape(-1)

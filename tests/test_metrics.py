@@ -1,4 +1,5 @@
 """Hierarchical metrics: hand-computed values, invariants, a brute-force oracle."""
+
 import math
 
 import numpy as np
@@ -32,12 +33,15 @@ def rows(t, specs):
 def test_hand_computed():
     t = small()
     s1 = {"B": 5, "A": 1, "C": 3, "b1": 1, "c1": 2, "c2": 1}
-    scores = rows(t, [
-        s1,  # label c1: everything right
-        s1,  # label c2: root and B right, C wrong, leaf wrong
-        {"e": 4, "A": 5, "a1": 1},  # label e: leaf right, root picks A -> inconsistent
-        {"A": 2, "B": 1, "a1": 1, "a2": 3},  # label a2: everything right
-    ])
+    scores = rows(
+        t,
+        [
+            s1,  # label c1: everything right
+            s1,  # label c2: root and B right, C wrong, leaf wrong
+            {"e": 4, "A": 5, "a1": 1},  # label e: leaf right, root picks A -> inconsistent
+            {"A": 2, "B": 1, "a1": 1, "a2": 3},  # label a2: everything right
+        ],
+    )
     labels = [2, 3, 5, 1]
     cuts = [["A", "C", "b1", "e"], ["a1", "a2", "B", "e"]]
     m = hierarchical_metrics(t, scores, labels, cuts)
@@ -98,8 +102,7 @@ def brute_force(t, scores, labels, cuts):
             consistent &= ok
         hca += consistent
         for d in range(1, t.height + 1):
-            level = [v for v in range(t.num_nodes)
-                     if t.depth[v] == d or (t.is_leaf(v) and t.depth[v] < d)]
+            level = [v for v in range(t.num_nodes) if t.depth[v] == d or (t.is_leaf(v) and t.depth[v] < d)]
             target = full[min(d, len(full) - 1)]
             depth_ok[d - 1] += level[int(np.argmax(x[level]))] == target
         for j, cut in enumerate(cuts):
@@ -107,9 +110,12 @@ def brute_force(t, scores, labels, cuts):
             cut_ok[j] += pred == leaf or t.is_ancestor(pred, leaf)
     accs = [100 * np.mean(v) if v else math.nan for v in node_ok.values()]
     return {
-        "LA": 100 * la / n, "HCA": 100 * hca / n,
-        "node_accs": accs, "node_acc": float(np.nanmean(accs)),
-        "depth_acc": list(100 * depth_ok / n), "cut_acc": list(100 * cut_ok / n),
+        "LA": 100 * la / n,
+        "HCA": 100 * hca / n,
+        "node_accs": accs,
+        "node_acc": float(np.nanmean(accs)),
+        "depth_acc": list(100 * depth_ok / n),
+        "cut_acc": list(100 * cut_ok / n),
         "MTA": float(np.mean(100 * cut_ok / n)),
     }
 
@@ -158,7 +164,7 @@ def test_streaming_equals_one_shot():
     labels = torch.from_numpy(rng.integers(0, t.num_classes, N))
     cuts = evaluation_cuts(t, n=10, seed=1)
     whole = hierarchical_metrics(t, scores, labels, cuts)
-    for trial in range(3):
+    for _trial in range(3):
         meter = HierarchicalMeter(t, cuts)
         bounds = np.sort(rng.choice(np.arange(1, N), size=6, replace=False))
         for a, b in zip([0, *bounds], [*bounds, N]):

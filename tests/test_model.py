@@ -1,18 +1,24 @@
 """HierarchicalCLIP and the objective on a tiny CLIP (CPU)."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
-
 from helpers import LINES, make_model
+
 from hyptree.geometry import lorentz
-from hyptree.loss.objective import (
-    HierarchicalObjective, ObjectiveSettings, angle_contrastive_loss, einstein_midpoint,
-    gather_paths, mmd_loss,
-)
 from hyptree.geometry.curvatures import Curvatures
+from hyptree.loss.objective import (
+    HierarchicalObjective,
+    ObjectiveSettings,
+    angle_contrastive_loss,
+    einstein_midpoint,
+    gather_paths,
+    mmd_loss,
+)
 from hyptree.tree import Taxonomy
+
 
 # unbalanced depths: leaves at depth 2 and 3
 @pytest.fixture(scope="module")
@@ -52,8 +58,7 @@ def test_node_score_independent_of_label_set(taxonomy):
         part = model.node_scores(x)
         model.set_taxonomy(taxonomy)
     for node in ("vehicle", "car", "sedan", "boat"):
-        np.testing.assert_allclose(part[:, sub.index(node)], full[:, taxonomy.index(node)],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(part[:, sub.index(node)], full[:, taxonomy.index(node)], rtol=1e-5, atol=1e-5)
 
 
 def test_precomputed_text_gives_same_scores(taxonomy):
@@ -79,11 +84,14 @@ def test_only_prompts_fusion_and_curvatures_train(taxonomy):
     assert all(model.get_parameter(n).grad is not None for n in trainable)
 
 
-@pytest.mark.parametrize("preset,terms", [
-    ("vanilla", {"leaf"}),
-    ("protect", {"cut", "node"}),
-    ("hyptree", {"cut", "node", "text_ent", "image_ent", "cross"}),
-])
+@pytest.mark.parametrize(
+    "preset,terms",
+    [
+        ("vanilla", {"leaf"}),
+        ("protect", {"cut", "node"}),
+        ("hyptree", {"cut", "node", "text_ent", "image_ent", "cross"}),
+    ],
+)
 def test_preset_terms_and_total(taxonomy, preset, terms):
     model = make_model(taxonomy, preset=preset)
     out = model.loss(images(4), torch.tensor([0, 2, 4, 5]))
@@ -94,25 +102,36 @@ def test_preset_terms_and_total(taxonomy, preset, terms):
     elif preset == "protect":
         expected = s.w_cut * out["cut"] + s.lam * out["node"]
     else:
-        expected = (s.w_cut * out["cut"] + s.lam * out["node"]
-                    + s.alpha * (out["text_ent"] + out["image_ent"] + out["cross"]))
+        expected = (
+            s.w_cut * out["cut"] + s.lam * out["node"] + s.alpha * (out["text_ent"] + out["image_ent"] + out["cross"])
+        )
     torch.testing.assert_close(out["total"], expected)
 
 
 @pytest.mark.parametrize("backbone", ["coop", "maple", "promptsrc"])
-@pytest.mark.parametrize("preset,mode,cross", [
-    ("vanilla", "intermediate", "entailment"),
-    ("protect", "intermediate", "entailment"),
-    ("hyptree", "intermediate", "entailment"),
-])
+@pytest.mark.parametrize(
+    "preset,mode,cross",
+    [
+        ("vanilla", "intermediate", "entailment"),
+        ("protect", "intermediate", "entailment"),
+        ("hyptree", "intermediate", "entailment"),
+    ],
+)
 def test_training_decreases_loss(taxonomy, backbone, preset, mode, cross):
     _train_and_check(taxonomy, backbone, preset, mode, cross)
 
 
-@pytest.mark.parametrize("mode,cross", [
-    ("euclidean", "entailment"), ("shared", "entailment"), ("separate", "entailment"),
-    ("intermediate", "angle"), ("intermediate", "mmd"), ("euclidean", "angle"),
-])
+@pytest.mark.parametrize(
+    "mode,cross",
+    [
+        ("euclidean", "entailment"),
+        ("shared", "entailment"),
+        ("separate", "entailment"),
+        ("intermediate", "angle"),
+        ("intermediate", "mmd"),
+        ("euclidean", "angle"),
+    ],
+)
 def test_training_decreases_loss_every_mode(taxonomy, mode, cross):
     _train_and_check(taxonomy, "maple", "hyptree", mode, cross)
 
@@ -160,6 +179,7 @@ def test_autocast_losses_finite(taxonomy):
 
 
 # ---------------------------------------------------------------- objective pieces
+
 
 def test_gather_paths_shared_and_per_sample():
     feats = torch.arange(12.0).reshape(4, 3)

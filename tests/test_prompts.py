@@ -12,7 +12,6 @@ with warnings.catch_warnings():
     import clip
 
 from hyptree.model.loading import tiny_clip
-from hyptree.model.towers import TextTower, VisionTower
 from hyptree.model.prompts import (
     CoOpPromptLearner,
     MaPLePromptLearner,
@@ -27,6 +26,7 @@ from hyptree.model.promptsrc import (
     frozen_text_features,
     self_regulating_losses,
 )
+from hyptree.model.towers import TextTower, VisionTower
 
 NAMES = ["cat", "golden retriever", "red-tailed hawk", "sea anemone"]
 NOVEL = ["zebra", "snow leopard", "axolotl"]
@@ -86,7 +86,7 @@ def test_coop_default_context(model):
     # the name and its period follow the context, then EOT
     name_ids = clip.tokenize(["golden retriever."])[0]
     count = int(name_ids.argmax()) - 1
-    assert torch.equal(out.tokens[1, 17:17 + count], name_ids[1:1 + count].long())
+    assert torch.equal(out.tokens[1, 17 : 17 + count], name_ids[1 : 1 + count].long())
     assert int(out.tokens[1].argmax()) == 17 + count
     # truncation is exact
     full = CoOpPromptLearner(model, NAMES, truncate=False)
@@ -94,8 +94,7 @@ def test_coop_default_context(model):
     with torch.no_grad():
         long_out = full()
         assert long_out.tokens.shape[1] == 77
-        torch.testing.assert_close(TextTower(model)(*long_out[:2]), TextTower(model)(*out[:2]),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(TextTower(model)(*long_out[:2]), TextTower(model)(*out[:2]), atol=1e-5, rtol=0)
 
 
 def test_maple_defaults_and_coupling(model):
@@ -106,7 +105,7 @@ def test_maple_defaults_and_coupling(model):
     assert out.vision_shallow.shape == (2, 64) and out.vision_deep[0].shape == (2, 64)
     # "a photo" is learned, "of a" stays fixed text: at init the prompt is the hand-written one
     expected = clip.tokenize([f"a photo of a {n}." for n in NAMES])
-    assert torch.equal(out.token_embeds, model.token_embedding(expected[:, :out.tokens.shape[1]]))
+    assert torch.equal(out.token_embeds, model.token_embedding(expected[:, : out.tokens.shape[1]]))
     torch.testing.assert_close(out.vision_shallow, learner.proj(learner.ctx))
     for j in range(8):
         torch.testing.assert_close(out.vision_deep[j], learner.deep_proj[j](learner.text_deep[j]))
@@ -124,7 +123,7 @@ def test_promptsrc_defaults(model):
     assert len(out.text_deep) == 8 and len(out.vision_deep) == 8
     assert out.vision_shallow.shape == (4, 64) and out.text_deep[0].shape == (4, 32)
     expected = clip.tokenize([f"a photo of a {n}." for n in NAMES])
-    assert torch.equal(out.token_embeds, model.token_embedding(expected[:, :out.tokens.shape[1]]))
+    assert torch.equal(out.token_embeds, model.token_embedding(expected[:, : out.tokens.shape[1]]))
     text_only = PromptSRCPromptLearner(model, NAMES, depth_vision=0, depth_text=3)()
     assert text_only.vision_shallow is None and text_only.vision_deep is None
     assert len(text_only.text_deep) == 2
@@ -154,8 +153,16 @@ def test_maple_text_context_is_trained_through_the_vision_side(model):
 def test_state_dict_holds_only_prompt_parameters(model):
     learner = MaPLePromptLearner(model, NAMES, depth=3)
     assert set(learner.state_dict()) == {
-        "ctx", "text_deep.0", "text_deep.1", "proj.weight", "proj.bias",
-        "deep_proj.0.weight", "deep_proj.0.bias", "deep_proj.1.weight", "deep_proj.1.bias"}
+        "ctx",
+        "text_deep.0",
+        "text_deep.1",
+        "proj.weight",
+        "proj.bias",
+        "deep_proj.0.weight",
+        "deep_proj.0.bias",
+        "deep_proj.1.weight",
+        "deep_proj.1.bias",
+    }
     src = PromptSRCPromptLearner(model, NAMES, depth_text=2, depth_vision=2)
     assert set(src.state_dict()) == {"ctx", "text_deep.0", "vision_shallow", "vision_deep.0"}
 
@@ -170,7 +177,7 @@ def test_set_names_and_with_names_keep_the_learned_prompts(model):
     assert novel().token_embeds.shape[0] == 3 and novel.names == NOVEL
     assert torch.equal(learner().tokens, base_tokens) and learner.names == NAMES
     expected = clip.tokenize([f"X X X X {n}." for n in NOVEL])  # placeholders at the context
-    assert torch.equal(novel().tokens[:, 5:], expected[:, 5:novel().tokens.shape[1]].long())
+    assert torch.equal(novel().tokens[:, 5:], expected[:, 5 : novel().tokens.shape[1]].long())
     before = novel().token_embeds.clone()
     with torch.no_grad():
         learner.ctx.mul_(2.0)  # training the base learner moves the novel view too
@@ -218,8 +225,7 @@ def test_self_regulating_losses_by_hand():
     assert losses["image"].item() == pytest.approx(10 * np.abs(nf - nf0).mean(), rel=1e-5)
     kl = (p0 * (np.log(p0) - np.log(p))).sum() / z.numel()
     assert losses["logits"].item() == pytest.approx(kl, rel=1e-5)
-    assert losses["total"].item() == pytest.approx(
-        sum(losses[k].item() for k in ("text", "image", "logits")), rel=1e-6)
+    assert losses["total"].item() == pytest.approx(sum(losses[k].item() for k in ("text", "image", "logits")), rel=1e-6)
     losses["total"].backward()
     assert t.grad is not None and z0.grad is None  # the frozen side gets no gradient
     same = self_regulating_losses(t, t * 3, f, f, z, z)
@@ -238,8 +244,10 @@ def test_gpa_weights_are_a_normalised_gaussian_over_epochs(epochs, mean, std):
 
 def states(epochs, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [{"ctx": torch.randn(2, 3, generator=g), "deep.0": torch.randn(4, generator=g),
-             "step": torch.tensor(e)} for e in range(epochs)]
+    return [
+        {"ctx": torch.randn(2, 3, generator=g), "deep.0": torch.randn(4, generator=g), "step": torch.tensor(e)}
+        for e in range(epochs)
+    ]
 
 
 def test_gpa_aggregate_is_the_weighted_average():
@@ -269,8 +277,11 @@ def test_gpa_partial_and_resume():
     for e in range(3):
         first.update(e, history[e])
     w = first.weights[:3] / first.weights[:3].sum()
-    np.testing.assert_allclose(first.aggregated_state()["deep.0"].numpy(),
-                               sum(w[e] * history[e]["deep.0"].numpy() for e in range(3)), rtol=1e-5)
+    np.testing.assert_allclose(
+        first.aggregated_state()["deep.0"].numpy(),
+        sum(w[e] * history[e]["deep.0"].numpy() for e in range(3)),
+        rtol=1e-5,
+    )
     buffer = io.BytesIO()
     torch.save(first.state_dict(), buffer)
     buffer.seek(0)
@@ -289,4 +300,9 @@ def test_gpa_partial_and_resume():
 def test_prompt_output_is_a_named_tuple(model):
     out = CoOpPromptLearner(model, NAMES, n_ctx=2)()
     assert isinstance(out, PromptOutput) and out._fields == (
-        "token_embeds", "tokens", "text_deep", "vision_shallow", "vision_deep")
+        "token_embeds",
+        "tokens",
+        "text_deep",
+        "vision_shallow",
+        "vision_deep",
+    )

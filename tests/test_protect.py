@@ -1,4 +1,5 @@
 """ProTeCt losses against per-sample loops with F.cross_entropy."""
+
 import numpy as np
 import pytest
 import torch
@@ -38,14 +39,12 @@ def brute_node_losses(t, scores, labels):
 def test_node_centric_sample_average(seed):
     t, s, y = data(seed)
     per = brute_node_losses(t, s, y)
-    want = torch.stack([
-        torch.stack([v for (i, _), v in per.items() if i == n]).mean() for n in range(len(y))
-    ]).mean()
+    want = torch.stack([torch.stack([v for (i, _), v in per.items() if i == n]).mean() for n in range(len(y))]).mean()
     got = node_centric_loss(t, s, y)
     assert got.dtype == torch.float32
     assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-6)
-    g_got, = torch.autograd.grad(got, s)
-    g_want, = torch.autograd.grad(want, s)
+    (g_got,) = torch.autograd.grad(got, s)
+    (g_want,) = torch.autograd.grad(want, s)
     assert torch.allclose(g_got, g_want.to(g_got.dtype), atol=1e-6)
     assert torch.isfinite(g_got).all() and g_got.abs().sum() > 0
 
@@ -75,7 +74,7 @@ def test_tree_cut_loss(seed):
     want = torch.stack(losses).mean()
     got = tree_cut_loss(t, s, y, cut)
     assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-6)
-    g, = torch.autograd.grad(got, s)
+    (g,) = torch.autograd.grad(got, s)
     outside = [v for v in range(t.num_nodes) if v not in cut]
     assert g[:, outside].abs().max() == 0 and g[:, list(cut)].abs().sum() > 0
     names = [t.names[c] for c in cut]
@@ -84,9 +83,7 @@ def test_tree_cut_loss(seed):
 
 def test_leaf_loss_and_leaf_cut_equivalence():
     t, s, y = data(11)
-    want = torch.stack([
-        F.cross_entropy(s[i, list(t.leaves)][None], y[i:i + 1]) for i in range(len(y))
-    ]).mean()
+    want = torch.stack([F.cross_entropy(s[i, list(t.leaves)][None], y[i : i + 1]) for i in range(len(y))]).mean()
     got = leaf_loss(t, s, y)
     assert torch.allclose(got.double(), want, rtol=1e-5)
     leaf_cut = tuple(t.leaves.tolist())  # the cut of all leaves in label order = leaf loss
@@ -96,11 +93,14 @@ def test_leaf_loss_and_leaf_cut_equivalence():
 def test_half_precision_scores_are_computed_in_float32():
     t, s, y = data(4)
     h = s.detach().half().requires_grad_()
-    for fn in (lambda: node_centric_loss(t, h, y), lambda: leaf_loss(t, h, y),
-               lambda: tree_cut_loss(t, h, y, t.children(0))):
+    for fn in (
+        lambda: node_centric_loss(t, h, y),
+        lambda: leaf_loss(t, h, y),
+        lambda: tree_cut_loss(t, h, y, t.children(0)),
+    ):
         out = fn()
         assert out.dtype == torch.float32 and torch.isfinite(out)
-        g, = torch.autograd.grad(out, h)
+        (g,) = torch.autograd.grad(out, h)
         assert g.dtype == torch.float16 and torch.isfinite(g).all()
 
 
@@ -111,7 +111,7 @@ def test_single_child_chain_gives_zero_loss_and_finite_grad():
     loss = node_centric_loss(t, s, y)
     want = torch.stack([F.cross_entropy(s[i, [1, t.index("e")]][None], torch.tensor([1])) for i in range(3)])
     assert torch.allclose(loss, (want / 2).mean())  # mean over 2 steps, the 2nd is CE over one child = 0
-    g, = torch.autograd.grad(loss, s)
+    (g,) = torch.autograd.grad(loss, s)
     assert torch.isfinite(g).all() and g[:, t.index("f")].abs().max() == 0
 
 

@@ -1,13 +1,15 @@
 """Result tables: seed groups, base-to-novel pairing and H, cross-domain, flags, CSV/Markdown, CLI."""
+
 import csv
 import json
 import os
 
+import fixtures_runs as F
 import numpy as np
 import pytest
 
-import fixtures_runs as F
-from hyptree.eval import runs as RN, tables as R
+from hyptree.eval import runs as RN
+from hyptree.eval import tables as R
 
 B2N = "base2new"
 COMMON = "cifar100/shots_16/MaPLeHypTree/hyptree"
@@ -19,13 +21,21 @@ def _b2n(root, seeds_base=(1, 2, 3), seeds_novel=(1, 2, 3), base_la=None, novel_
     novel_la = novel_la or {1: 60.0, 2: 64.0, 3: 62.0}
     for s in seeds_base:
         d = os.path.join(root, B2N, "train_base", common, f"seed{s}")
-        F.write_results(d, seed=s, subsample="base", tree="base", output_dir=d,
-                        metrics={"LA": base_la[s], "HCA": base_la[s] - 20})
+        F.write_results(
+            d, seed=s, subsample="base", tree="base", output_dir=d, metrics={"LA": base_la[s], "HCA": base_la[s] - 20}
+        )
     for s in seeds_novel:
         d = os.path.join(root, B2N, "test_new", common, f"seed{s}")
         md = os.path.join(root, B2N, "train_base", common, f"seed{s}")
-        F.write_results(d, seed=s, subsample="new", tree="new", output_dir=d, model_dir=md,
-                        metrics={"LA": novel_la[s], "HCA": novel_la[s] - 30})
+        F.write_results(
+            d,
+            seed=s,
+            subsample="new",
+            tree="new",
+            output_dir=d,
+            model_dir=md,
+            metrics={"LA": novel_la[s], "HCA": novel_la[s] - 30},
+        )
 
 
 def _table(tables, title):
@@ -53,8 +63,12 @@ def test_fewshot_groups_seeds_mean_std(tmp_path):
     la = {1: 70.0, 2: 71.5, 3: 75.25}
     for shots in (1, 16):
         for s, v in la.items():
-            F.write_results(tmp_path / "fewshot" / "cifar100" / f"shots_{shots}" / "MaPLeHypTree" / "hyptree"
-                            / f"seed{s}", seed=s, num_shots=shots, metrics={"LA": v + shots, "MTA": 50.0})
+            F.write_results(
+                tmp_path / "fewshot" / "cifar100" / f"shots_{shots}" / "MaPLeHypTree" / "hyptree" / f"seed{s}",
+                seed=s,
+                num_shots=shots,
+                metrics={"LA": v + shots, "MTA": 50.0},
+            )
     tables = R.collect(str(tmp_path))
     assert [t.name for t in tables] == ["fewshot"]
     t = tables[0]
@@ -79,8 +93,9 @@ def test_ci95_instead_of_std(tmp_path):
 def test_missing_seed_flagged_against_other_groups_and_cli_seeds(tmp_path):
     for cfg, seeds in (("hyptree", (1, 2, 3)), ("protect", (1, 2))):
         for s in seeds:
-            F.write_results(tmp_path / "fewshot" / "cifar100" / "shots_16" / "MaPLeHypTree" / cfg / f"seed{s}",
-                            seed=s, preset=cfg)
+            F.write_results(
+                tmp_path / "fewshot" / "cifar100" / "shots_16" / "MaPLeHypTree" / cfg / f"seed{s}", seed=s, preset=cfg
+            )
     t = R.collect(str(tmp_path))[0]
     assert _row(t, Config="protect")["Note"] == "missing seed(s) 3"
     assert _row(t, Config="protect")["Seeds"] == "2"
@@ -92,8 +107,9 @@ def test_missing_seed_flagged_against_other_groups_and_cli_seeds(tmp_path):
 
 def test_ablation_table_labels_variants(tmp_path):
     for variant in ("full", "euclidean"):
-        F.write_results(tmp_path / "ablation" / "cifar100" / "shots_16" / "MaPLeHypTree" / "hyptree" / variant
-                        / "seed1", seed=1)
+        F.write_results(
+            tmp_path / "ablation" / "cifar100" / "shots_16" / "MaPLeHypTree" / "hyptree" / variant / "seed1", seed=1
+        )
     tables = R.collect(str(tmp_path))
     assert [t.name for t in tables] == ["ablation"]
     assert sorted(r[3] for r in tables[0].rows) == ["hyptree/euclidean", "hyptree/full"]
@@ -156,9 +172,14 @@ def test_base2novel_prefers_explicit_test_base(tmp_path):
     _b2n(tmp_path)
     for s in (1, 2, 3):
         d = tmp_path / B2N / "test_base" / COMMON / f"seed{s}"
-        F.write_results(d, seed=s, subsample="base", tree="base",
-                        model_dir=str(tmp_path / B2N / "train_base" / COMMON / f"seed{s}"),
-                        metrics={"LA": 90.0})
+        F.write_results(
+            d,
+            seed=s,
+            subsample="base",
+            tree="base",
+            model_dir=str(tmp_path / B2N / "train_base" / COMMON / f"seed{s}"),
+            metrics={"LA": 90.0},
+        )
     row = _row(_table(R.collect(str(tmp_path)), "Base-to-novel — LA"), Dataset="CIFAR100Hier")
     assert row["Base"] == "90.00 ± 0.00"
 
@@ -182,8 +203,14 @@ def test_eval_only_runs_of_an_outside_model_pair_by_model_dir(tmp_path):
     """MaPLe's reproduce script: test_base and test_new evaluations of published weights."""
     for sub, tree, la in (("base", "base", 80.0), ("new", "new", 60.0)):
         for s in (1, 2):
-            F.write_results(tmp_path / f"test_{sub}" / COMMON / f"seed{s}", seed=s, subsample=sub, tree=tree,
-                            model_dir=f"/weights/maple/base/seed{s}", metrics={"LA": la})
+            F.write_results(
+                tmp_path / f"test_{sub}" / COMMON / f"seed{s}",
+                seed=s,
+                subsample=sub,
+                tree=tree,
+                model_dir=f"/weights/maple/base/seed{s}",
+                metrics={"LA": la},
+            )
     row = _row(_table(R.collect(str(tmp_path)), "Base-to-novel — LA"), Seeds="2")
     assert row["Base"] == "80.00 ± 0.00" and row["Novel"] == "60.00 ± 0.00" and row["H"] == "68.57"
 
@@ -197,8 +224,9 @@ def test_harmonic_mean():
 # --------------------------------------------------------------------------- cross-domain
 
 
-def _xd(root, seeds=(1, 2), targets=("ImageNetRHier", "ImageNetV2Hier", "ImageNetSketchHier", "ImageNetAHier"),
-        skip=()):
+def _xd(
+    root, seeds=(1, 2), targets=("ImageNetRHier", "ImageNetV2Hier", "ImageNetSketchHier", "ImageNetAHier"), skip=()
+):
     tail = "shots_16/MaPLeHypTree/hyptree"
     for s in seeds:
         train = os.path.join(root, "crossdomain", "train", "imagenet", tail, f"seed{s}")
@@ -206,9 +234,15 @@ def _xd(root, seeds=(1, 2), targets=("ImageNetRHier", "ImageNetV2Hier", "ImageNe
         for k, t in enumerate(targets):
             if (t, s) in skip:
                 continue
-            F.write_results(os.path.join(root, "crossdomain", "test", t.lower(), tail, f"seed{s}"), seed=s,
-                            dataset=t, tree=t, model_dir=train, num_shots=-1,
-                            metrics={"LA": 40.0 + 10 * k + s})
+            F.write_results(
+                os.path.join(root, "crossdomain", "test", t.lower(), tail, f"seed{s}"),
+                seed=s,
+                dataset=t,
+                tree=t,
+                model_dir=train,
+                num_shots=-1,
+                metrics={"LA": 40.0 + 10 * k + s},
+            )
 
 
 def test_crossdomain_table_source_targets_and_mean(tmp_path):
@@ -288,8 +322,19 @@ def test_match_filters_groups(tmp_path):
 def test_cli_prints_writes_and_plots(tmp_path, capsys):
     run = tmp_path / "out" / "fewshot" / "toy" / "shots_4" / "MaPLeHypTree" / "hyptree" / "seed1"
     F.write_full_run(str(run))
-    code = R.main([str(tmp_path / "out"), "--csv", str(tmp_path / "t.csv"), "--markdown",
-                   str(tmp_path / "t.md"), "--plots", "--metrics", "LA", "MTA"])
+    code = R.main(
+        [
+            str(tmp_path / "out"),
+            "--csv",
+            str(tmp_path / "t.csv"),
+            "--markdown",
+            str(tmp_path / "t.md"),
+            "--plots",
+            "--metrics",
+            "LA",
+            "MTA",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "### Few-shot" in out and "| Dataset | Shots | Trainer | Config | Seeds | LA | MTA | Note |" in out
@@ -310,7 +355,8 @@ def test_module_runs_as_script(tmp_path):
 
     F.write_results(tmp_path / "r" / "seed1")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-m", "hyptree", "results", str(tmp_path)], capture_output=True,
-                          text=True, cwd=root)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hyptree", "results", str(tmp_path)], capture_output=True, text=True, cwd=root
+    )
     assert proc.returncode == 0, proc.stderr
     assert "70.00 ± 0.00" in proc.stdout

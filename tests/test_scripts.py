@@ -1,5 +1,6 @@
 """Protocol scripts run with a fake python (records train.py's argv, writes results.json),
 install_into_maple.sh on a generated MaPLe-like checkout, and the helpers behind them."""
+
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ needs_bash = pytest.mark.skipif(BASH is None, reason="bash not found")
 # Fake interpreter: `train.py ...` is recorded and answered with a results.json in
 # --output-dir (metrics from seed and split, so the tables can be checked); anything else
 # (-m hyptree results, -c ...) goes to the real python.
-FAKE_PYTHON = r'''#!{python}
+FAKE_PYTHON = r"""#!{python}
 import json, os, sys
 argv = sys.argv[1:]
 if not argv or os.path.basename(argv[0]) != "train.py":
@@ -61,11 +62,17 @@ rec = {{"metrics": {{"LA": 50.0 + bonus + seed, "HCA": 30.0 + bonus + seed, "MTA
 with open(os.path.join(out, "results.json"), "w") as f:
     json.dump(rec, f)
 print("fake train.py wrote", out)
-'''
+"""
 
-DATASETS = {"cifar100": "CIFAR100Hier", "toy": "ToyHier", "imagenet": "ImageNetHier",
-            "imagenetv2": "ImageNetV2Hier", "imagenet_sketch": "ImageNetSketchHier",
-            "imagenet_a": "ImageNetAHier", "imagenet_r": "ImageNetRHier"}
+DATASETS = {
+    "cifar100": "CIFAR100Hier",
+    "toy": "ToyHier",
+    "imagenet": "ImageNetHier",
+    "imagenetv2": "ImageNetV2Hier",
+    "imagenet_sketch": "ImageNetSketchHier",
+    "imagenet_a": "ImageNetAHier",
+    "imagenet_r": "ImageNetRHier",
+}
 
 
 @pytest.fixture
@@ -75,7 +82,7 @@ def work(tmp_path):
     (w / "configs" / "datasets").mkdir(parents=True)
     (w / "train.py").write_text("raise SystemExit('the fake python never runs this')\n")
     for name, cls in DATASETS.items():
-        (w / "configs" / "datasets" / f"{name}.yaml").write_text(f"DATASET:\n  NAME: \"{cls}\"\n")
+        (w / "configs" / "datasets" / f"{name}.yaml").write_text(f'DATASET:\n  NAME: "{cls}"\n')
     for trainer in ("MaPLeHypTree", "CoOpHier"):
         d = w / "configs" / "trainers" / trainer
         d.mkdir(parents=True)
@@ -90,16 +97,42 @@ def work(tmp_path):
 
 def run_script(work, script, *args, **env):
     log = work.parent / "calls.jsonl"
-    full_env = {k: v for k, v in os.environ.items() if k not in (
-        "TRAINER", "PRESET", "CFG", "DATA", "SHOTS", "OUT", "EXTRA_OPTS", "LOAD_EPOCH", "RUN_NAME",
-        "DATASET_CONFIGS", "TRAINER_CONFIGS", "TRAIN_PY", "VARIANTS", "SOURCE", "TARGETS", "FORCE")}
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "TRAINER",
+            "PRESET",
+            "CFG",
+            "DATA",
+            "SHOTS",
+            "OUT",
+            "EXTRA_OPTS",
+            "LOAD_EPOCH",
+            "RUN_NAME",
+            "DATASET_CONFIGS",
+            "TRAINER_CONFIGS",
+            "TRAIN_PY",
+            "VARIANTS",
+            "SOURCE",
+            "TARGETS",
+            "FORCE",
+        )
+    }
     full_env.update(PYTHON=str(work.parent / "fakepython"), FAKE_LOG=str(log), PYTHONPATH=ROOT)
     full_env.update(env)
     before = log.read_text().splitlines() if log.exists() else []
-    proc = subprocess.run([BASH, os.path.join(SCRIPTS, script), *args], cwd=work, env=full_env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [BASH, os.path.join(SCRIPTS, script), *args],
+        cwd=work,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     after = log.read_text().splitlines() if log.exists() else []
-    calls = [json.loads(line) for line in after[len(before):]]
+    calls = [json.loads(line) for line in after[len(before) :]]
     return proc, calls
 
 
@@ -134,12 +167,19 @@ def test_base2novel_commands_layout_and_table(work):
     for k, seed in enumerate((1, 2)):
         tflags, topts = parse_call(calls[2 * k])
         train_dir = f"output/base2new/train_base/{common}/seed{seed}"
-        assert tflags == {"--root": "./data", "--seed": str(seed), "--trainer": "MaPLeHypTree",
-                          "--dataset-config-file": "configs/datasets/cifar100.yaml",
-                          "--config-file": "configs/trainers/MaPLeHypTree/hyptree.yaml",
-                          "--output-dir": train_dir}
-        assert opts_dict(topts) == {"DATASET.NUM_SHOTS": "16", "DATASET.SUBSAMPLE_CLASSES": "base",
-                                    "TRAINER.HYPTREE.PRESET": "hyptree"}
+        assert tflags == {
+            "--root": "./data",
+            "--seed": str(seed),
+            "--trainer": "MaPLeHypTree",
+            "--dataset-config-file": "configs/datasets/cifar100.yaml",
+            "--config-file": "configs/trainers/MaPLeHypTree/hyptree.yaml",
+            "--output-dir": train_dir,
+        }
+        assert opts_dict(topts) == {
+            "DATASET.NUM_SHOTS": "16",
+            "DATASET.SUBSAMPLE_CLASSES": "base",
+            "TRAINER.HYPTREE.PRESET": "hyptree",
+        }
         eflags, eopts = parse_call(calls[2 * k + 1])
         assert eflags["--output-dir"] == f"output/base2new/test_new/{common}/seed{seed}"
         assert eflags["--model-dir"] == train_dir
@@ -149,8 +189,9 @@ def test_base2novel_commands_layout_and_table(work):
     # the table: base LA = 70 + seed, novel LA = 50 + seed
     assert "### Base-to-novel — LA" in proc.stdout
     h = 2 * 71.5 * 51.5 / (71.5 + 51.5)
-    assert f"| CIFAR100Hier | 16 | MaPLeHypTree | hyptree | 2 | 71.50 ± 0.50 | 51.50 ± 0.50 | {h:.2f} |  |" \
-        in proc.stdout
+    assert (
+        f"| CIFAR100Hier | 16 | MaPLeHypTree | hyptree | 2 | 71.50 ± 0.50 | 51.50 ± 0.50 | {h:.2f} |  |" in proc.stdout
+    )
     # second run: everything finished, nothing is run again
     proc, calls = run_script(work, "base2novel.sh", "cifar100", "1", "2")
     assert proc.returncode == 0 and calls == []
@@ -180,7 +221,10 @@ def test_missing_novel_seed_is_flagged_in_printed_table(work):
     shutil.rmtree(work / "output/base2new/test_new/cifar100/shots_16/MaPLeHypTree/hyptree/seed2")
     proc = subprocess.run(
         [sys.executable, "-m", "hyptree", "results", str(work / "output" / "base2new"), "--seeds", "1", "2"],
-        cwd=ROOT, capture_output=True, text=True)
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "| 1 | 71.00 ± 0.00 | 51.00 ± 0.00 |" in proc.stdout  # seed 2's base is not averaged in
     assert "seed 2 dropped: novel missing" in proc.stdout
@@ -188,8 +232,16 @@ def test_missing_novel_seed_is_flagged_in_printed_table(work):
 
 @needs_bash
 def test_env_overrides_extra_opts_and_load_epoch(work):
-    env = dict(TRAINER="CoOpHier", PRESET="protect", CFG="sched", DATA="/datasets", SHOTS="4", OUT="res",
-               EXTRA_OPTS='OPTIM.MAX_EPOCH 2 TRAINER.MAPLE.CTX_INIT "a photo of a"', TEST_BASE="1")
+    env = dict(
+        TRAINER="CoOpHier",
+        PRESET="protect",
+        CFG="sched",
+        DATA="/datasets",
+        SHOTS="4",
+        OUT="res",
+        EXTRA_OPTS='OPTIM.MAX_EPOCH 2 TRAINER.MAPLE.CTX_INIT "a photo of a"',
+        TEST_BASE="1",
+    )
     proc, calls = run_script(work, "base2novel.sh", "cifar100", "7", "--", "OPTIM.LR", "0.5", **env)
     assert proc.returncode == 0, proc.stderr
     assert len(calls) == 3  # train, test_base, test_new
@@ -198,12 +250,25 @@ def test_env_overrides_extra_opts_and_load_epoch(work):
     assert tflags["--config-file"] == "configs/trainers/CoOpHier/sched.yaml"
     assert tflags["--output-dir"] == "res/base2new/train_base/cifar100/shots_4/CoOpHier/sched_protect/seed7"
     # protocol options, then the preset, then EXTRA_OPTS (quoted value kept whole), then "--" options
-    assert topts == ["DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base",
-                     "TRAINER.HYPTREE.PRESET", "protect", "OPTIM.MAX_EPOCH", "2",
-                     "TRAINER.MAPLE.CTX_INIT", "a photo of a", "OPTIM.LR", "0.5"]
+    assert topts == [
+        "DATASET.NUM_SHOTS",
+        "4",
+        "DATASET.SUBSAMPLE_CLASSES",
+        "base",
+        "TRAINER.HYPTREE.PRESET",
+        "protect",
+        "OPTIM.MAX_EPOCH",
+        "2",
+        "TRAINER.MAPLE.CTX_INIT",
+        "a photo of a",
+        "OPTIM.LR",
+        "0.5",
+    ]
     bflags, bopts = parse_call(calls[1])
-    assert bflags["--output-dir"].startswith("res/base2new/test_base/") and opts_dict(bopts)[
-        "DATASET.SUBSAMPLE_CLASSES"] == "base"
+    assert (
+        bflags["--output-dir"].startswith("res/base2new/test_base/")
+        and opts_dict(bopts)["DATASET.SUBSAMPLE_CLASSES"] == "base"
+    )
     assert bflags["--load-epoch"] == "2"  # EXTRA_OPTS override the config's 200
     assert opts_dict(bopts)["TRAINER.MAPLE.CTX_INIT"] == "a photo of a"
     proc, calls = run_script(work, "base2novel.sh", "cifar100", "8", LOAD_EPOCH="9", CFG="sched")
@@ -222,13 +287,16 @@ def test_installed_dataset_config_folder_is_preferred(work):
 
 
 @needs_bash
-@pytest.mark.parametrize("args,env,message", [
-    (("nope",), {}, "dataset config configs/datasets/nope.yaml not found; available: cifar100"),
-    (("cifar100",), {"CFG": "missing"}, "trainer config configs/trainers/MaPLeHypTree/missing.yaml not found"),
-    (("cifar100", "x1"), {}, "seed must be a non-negative integer"),
-    (("cifar100",), {"TRAIN_PY": "nothere.py"}, "run the script from the repository root"),
-    ((), {}, "usage:"),
-])
+@pytest.mark.parametrize(
+    "args,env,message",
+    [
+        (("nope",), {}, "dataset config configs/datasets/nope.yaml not found; available: cifar100"),
+        (("cifar100",), {"CFG": "missing"}, "trainer config configs/trainers/MaPLeHypTree/missing.yaml not found"),
+        (("cifar100", "x1"), {}, "seed must be a non-negative integer"),
+        (("cifar100",), {"TRAIN_PY": "nothere.py"}, "run the script from the repository root"),
+        ((), {}, "usage:"),
+    ],
+)
 def test_script_errors_are_clear(work, args, env, message):
     proc, calls = run_script(work, "base2novel.sh", *args, **env)
     assert proc.returncode != 0 and calls == []
@@ -247,8 +315,10 @@ def test_fewshot_layout_and_table(work):
     assert opts_dict(parse_call(calls[0])[1]) == {"DATASET.NUM_SHOTS": "4", "TRAINER.HYPTREE.PRESET": "vanilla"}
     assert parse_call(calls[0])[0]["--config-file"] == "configs/trainers/MaPLeHypTree/vanilla.yaml"
     assert "### Few-shot" in proc.stdout
-    assert "| ToyHier | 4 | MaPLeHypTree | vanilla | 3 | 62.00 ± 0.82 | 42.00 ± 0.82 | 50.00 ± 0.00 | 60.00 ± 0.00 |" \
+    assert (
+        "| ToyHier | 4 | MaPLeHypTree | vanilla | 3 | 62.00 ± 0.82 | 42.00 ± 0.82 | 50.00 ± 0.00 | 60.00 ± 0.00 |"
         in proc.stdout
+    )
 
 
 @needs_bash
@@ -270,7 +340,9 @@ def test_crossdomain_trains_once_and_evaluates_every_target(work):
     assert "| ImageNetV2Hier | ImageNetSketchHier | ImageNetAHier | ImageNetRHier |" in proc.stdout
     proc, calls = run_script(work, "crossdomain.sh", "1", TARGETS="toy", SOURCE="cifar100", SHOTS="2")
     assert [parse_call(c)[0]["--dataset-config-file"] for c in calls] == [
-        "configs/datasets/cifar100.yaml", "configs/datasets/toy.yaml"]
+        "configs/datasets/cifar100.yaml",
+        "configs/datasets/toy.yaml",
+    ]
 
 
 @needs_bash
@@ -296,8 +368,15 @@ def test_ablation_variants_each_in_own_folder(work):
 
 def test_ablation_options_are_valid_config():
     names = [n for n, _ in P.ablation_variants()]
-    assert names[0] == "full" and {"euclidean", "shared", "separate", "no_image_tree", "no_pass_through",
-                                   "cross_angle", "cross_mmd"} <= set(names)
+    assert names[0] == "full" and {
+        "euclidean",
+        "shared",
+        "separate",
+        "no_image_tree",
+        "no_pass_through",
+        "cross_angle",
+        "cross_mmd",
+    } <= set(names)
     seen = set()
     for name, opts in P.ablation_variants():
         cfg = default_config()
@@ -337,7 +416,7 @@ def test_is_done(tmp_path):
 
 # --------------------------------------------------------------------------- train.py patch
 
-MAPLE_TRAIN = '''\
+MAPLE_TRAIN = """\
 import argparse
 
 from dassl.config import get_cfg_default
@@ -373,7 +452,7 @@ def setup_cfg(args):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     print(parser)
-'''
+"""
 
 
 def test_patch_train_py_inserts_once():
@@ -382,9 +461,12 @@ def test_patch_train_py_inserts_once():
     lines = out.splitlines()
     begin = lines.index(MP.BEGIN)
     assert lines[begin - 2] == "import trainers.maple"  # after the checkout's own plugin imports
-    assert lines[begin + 1:lines.index(MP.END)] == [
-        "import hyptree.run.config  # noqa: F401", "import datasets.cifar100_hier  # noqa: F401",
-        "import trainers.coop_hier  # noqa: F401", "import trainers.maple_hyptree  # noqa: F401"]
+    assert lines[begin + 1 : lines.index(MP.END)] == [
+        "import hyptree.run.config  # noqa: F401",
+        "import datasets.cifar100_hier  # noqa: F401",
+        "import trainers.coop_hier  # noqa: F401",
+        "import trainers.maple_hyptree  # noqa: F401",
+    ]
     call = lines.index("    extend_cfg(cfg)")
     assert lines[call + 1] == f"    hyptree.run.config.add_hyptree_config(cfg)  {MP.CALL_MARK}"
     assert out.count("add_hyptree_config") == 1
@@ -413,8 +495,10 @@ def test_patch_train_py_errors():
 
 
 def test_registered_names():
-    text = "@TRAINER_REGISTRY.register()\nclass MaPLeHypTree(TrainerX):\n    pass\n" \
-           "@DATASET_REGISTRY.register()\n\nclass ToyHier(DatasetBase):\n    pass\n"
+    text = (
+        "@TRAINER_REGISTRY.register()\nclass MaPLeHypTree(TrainerX):\n    pass\n"
+        "@DATASET_REGISTRY.register()\n\nclass ToyHier(DatasetBase):\n    pass\n"
+    )
     assert MP.registered_names(text) == {"MaPLeHypTree", "ToyHier"}
 
 
@@ -422,7 +506,7 @@ def test_registered_names():
 
 DASSL_STUB = {
     "dassl/__init__.py": "",
-    "dassl/config.py": textwrap.dedent('''\
+    "dassl/config.py": textwrap.dedent("""\
         from yacs.config import CfgNode as CN
 
         def get_cfg_default():
@@ -434,8 +518,8 @@ DASSL_STUB = {
             cfg.OPTIM = CN()
             cfg.OPTIM.MAX_EPOCH = 10
             return cfg
-        '''),
-    "dassl/engine.py": textwrap.dedent('''\
+        """),
+    "dassl/engine.py": textwrap.dedent("""\
         class Registry:
             def __init__(self):
                 self.names = {}
@@ -450,7 +534,7 @@ DASSL_STUB = {
         DATASET_REGISTRY = Registry()
         def build_trainer(cfg):
             return TRAINER_REGISTRY.names[cfg.TRAINER.NAME]
-        '''),
+        """),
 }
 
 
@@ -473,28 +557,34 @@ def _write(root, files):
 def checkouts(tmp_path):
     """(ours, maple, stubs): a HypTree-like repository, a MaPLe-like checkout, a Dassl stub."""
     ours, maple, stubs = tmp_path / "hyptree_repo", tmp_path / "maple", tmp_path / "stubs"
-    _write(ours, {
-        "trainers/__init__.py": "# ours\n",
-        "trainers/maple_hyptree.py": _trainer_py("MaPLeHypTree"),
-        "trainers/coop_hier.py": _trainer_py("CoOpHier"),
-        "datasets/__init__.py": "# ours\n",
-        "datasets/sun397_hier.py": _dataset_py("SUN397Hier"),
-        "configs/trainers/MaPLeHypTree/hyptree.yaml": "TRAINER:\n  HYPTREE:\n    PRESET: hyptree\n",
-        "configs/trainers/CoOpHier/vanilla.yaml": "TRAINER:\n  HYPTREE:\n    PRESET: vanilla\n",
-        "configs/trainers/Other/x.yaml": "not ours to install\n",
-        "configs/datasets/sun397.yaml": "DATASET:\n  NAME: SUN397Hier\n",
-    })
+    _write(
+        ours,
+        {
+            "trainers/__init__.py": "# ours\n",
+            "trainers/maple_hyptree.py": _trainer_py("MaPLeHypTree"),
+            "trainers/coop_hier.py": _trainer_py("CoOpHier"),
+            "datasets/__init__.py": "# ours\n",
+            "datasets/sun397_hier.py": _dataset_py("SUN397Hier"),
+            "configs/trainers/MaPLeHypTree/hyptree.yaml": "TRAINER:\n  HYPTREE:\n    PRESET: hyptree\n",
+            "configs/trainers/CoOpHier/vanilla.yaml": "TRAINER:\n  HYPTREE:\n    PRESET: vanilla\n",
+            "configs/trainers/Other/x.yaml": "not ours to install\n",
+            "configs/datasets/sun397.yaml": "DATASET:\n  NAME: SUN397Hier\n",
+        },
+    )
     for sh in os.listdir(SCRIPTS):
         _write(ours, {f"scripts/hyptree/{sh}": open(os.path.join(SCRIPTS, sh)).read()})
-    _write(maple, {
-        "train.py": MAPLE_TRAIN,
-        "trainers/__init__.py": "",
-        "trainers/maple.py": _trainer_py("MaPLe"),
-        "datasets/__init__.py": "",
-        "datasets/sun397.py": _dataset_py("SUN397"),
-        "configs/datasets/sun397.yaml": "DATASET:\n  NAME: SUN397\n",
-        "configs/trainers/MaPLe/vit_b16.yaml": "OPTIM:\n  MAX_EPOCH: 5\n",
-    })
+    _write(
+        maple,
+        {
+            "train.py": MAPLE_TRAIN,
+            "trainers/__init__.py": "",
+            "trainers/maple.py": _trainer_py("MaPLe"),
+            "datasets/__init__.py": "",
+            "datasets/sun397.py": _dataset_py("SUN397"),
+            "configs/datasets/sun397.yaml": "DATASET:\n  NAME: SUN397\n",
+            "configs/trainers/MaPLe/vit_b16.yaml": "OPTIM:\n  MAX_EPOCH: 5\n",
+        },
+    )
     _write(stubs, DASSL_STUB)
     return ours, maple, stubs
 
@@ -503,8 +593,13 @@ def run_install(ours, maple, python=None, **env):
     full_env = {k: v for k, v in os.environ.items() if k not in ("FORCE", "DRY_RUN")}
     full_env.update(HYPTREE_REPO=str(ours), PYTHONPATH=ROOT, PYTHON=python or sys.executable)
     full_env.update(env)
-    return subprocess.run([BASH, os.path.join(SCRIPTS, "install_into_maple.sh"), str(maple)], env=full_env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [BASH, os.path.join(SCRIPTS, "install_into_maple.sh"), str(maple)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _snapshot(root):
@@ -517,10 +612,16 @@ def test_install_into_maple_copies_patches_and_is_idempotent(checkouts):
     proc = run_install(ours, maple)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "hyptree is importable" in proc.stdout
-    for rel in ("trainers/maple_hyptree.py", "trainers/coop_hier.py", "datasets/sun397_hier.py",
-                "configs/trainers/MaPLeHypTree/hyptree.yaml", "configs/trainers/CoOpHier/vanilla.yaml",
-                "configs/datasets/hyptree/sun397.yaml", "scripts/hyptree/base2novel.sh",
-                "scripts/hyptree/common.sh"):
+    for rel in (
+        "trainers/maple_hyptree.py",
+        "trainers/coop_hier.py",
+        "datasets/sun397_hier.py",
+        "configs/trainers/MaPLeHypTree/hyptree.yaml",
+        "configs/trainers/CoOpHier/vanilla.yaml",
+        "configs/datasets/hyptree/sun397.yaml",
+        "scripts/hyptree/base2novel.sh",
+        "scripts/hyptree/common.sh",
+    ):
         assert (maple / rel).read_bytes() == (ours / rel.replace("datasets/hyptree/", "datasets/")).read_bytes(), rel
     assert (maple / "trainers/__init__.py").read_text() == ""  # ours not copied
     assert (maple / "configs/datasets/sun397.yaml").read_text() == "DATASET:\n  NAME: SUN397\n"  # MaPLe's kept
@@ -535,7 +636,7 @@ def test_install_into_maple_copies_patches_and_is_idempotent(checkouts):
     assert _snapshot(maple) == before
 
     # the patched train.py runs: our trainers register, add_hyptree_config fills the defaults
-    check = textwrap.dedent('''\
+    check = textwrap.dedent("""\
         import argparse, train
         from dassl.engine import TRAINER_REGISTRY, DATASET_REGISTRY
         args = argparse.Namespace(dataset_config_file="configs/datasets/hyptree/sun397.yaml",
@@ -545,9 +646,15 @@ def test_install_into_maple_copies_patches_and_is_idempotent(checkouts):
         print(sorted(TRAINER_REGISTRY.names), sorted(DATASET_REGISTRY.names))
         print(cfg.DATASET.NAME, cfg.TRAINER.HYPTREE.PRESET, cfg.TRAINER.HYPTREE.CURVATURE.MODE,
               cfg.TRAINER.MAPLE.N_CTX, cfg.TRAINER.HYPTREE.LAYERS)
-        ''')
-    proc = subprocess.run([sys.executable, "-c", check], cwd=maple, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": f"{stubs}:{ROOT}"}, timeout=60)
+        """)
+    proc = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=maple,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{stubs}:{ROOT}"},
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "['CoOpHier', 'MaPLe', 'MaPLeHypTree'] ['SUN397', 'SUN397Hier']",

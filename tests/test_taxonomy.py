@@ -1,11 +1,13 @@
 """Taxonomy construction/validation, base/novel splits and tree cuts."""
+
 import json
 import math
 import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hyptree.tree import (
     Taxonomy,

@@ -1,4 +1,5 @@
 """Readers on files generated in each source's real format, and their error messages."""
+
 import logging
 import os
 import pickle
@@ -98,7 +99,9 @@ def make_protect_tree(path, nested):
 
         def build(node, sub, depth):
             for name, kids in sub.items():
-                child = mod.TreeNode(name, node.path + "/" + name, depth + 1, len(tree.nodes), len(node.children), node.name)
+                child = mod.TreeNode(
+                    name, node.path + "/" + name, depth + 1, len(tree.nodes), len(node.children), node.name
+                )
                 node.children[len(node.children)] = name
                 tree.nodes[name] = child
                 tree.nid2name[child.node_id] = name
@@ -265,7 +268,6 @@ def test_protect_list(tmp_path):
         read_protect_list(str(p))
 
 
-
 def test_protect_list_root_and_label_bound(tmp_path):
     """What hyptree.data's reader needs: image_root joined, labels bounded, a missing file explained."""
     p = tmp_path / "gt_test.txt"
@@ -329,7 +331,9 @@ def write_cifar(d, style):
         (d / "meta").write_bytes(py2_pickle(meta))
         (d / "train").write_bytes(py2_pickle(train))
     elif style == "bytes":  # py3 reading of the original files with encoding='bytes', re-pickled
-        enc = lambda x: {k.encode(): ([v.encode() for v in vs] if isinstance(vs[0], str) else vs) for k, vs in x.items()}
+        enc = lambda x: {
+            k.encode(): ([v.encode() for v in vs] if isinstance(vs[0], str) else vs) for k, vs in x.items()
+        }
         (d / "meta").write_bytes(pickle.dumps(enc(meta), protocol=3))
         train_b = enc(train)
         train_b[b"data"] = np.zeros((len(fine), 12), dtype=np.uint8)
@@ -358,14 +362,18 @@ def test_cifar100_errors(tmp_path):
     fine, coarse = write_cifar(d, "str")
     coarse[fine.index(3)] = 0  # one 'flatfish' sample labelled aquatic_mammals
     (d / "train").write_bytes(pickle.dumps({"fine_labels": fine, "coarse_labels": coarse}))
-    with pytest.raises(ValueError, match="fine class 'flatfish' maps to two coarse classes: 'aquatic_mammals' and 'fish'"):
+    with pytest.raises(
+        ValueError, match="fine class 'flatfish' maps to two coarse classes: 'aquatic_mammals' and 'fish'"
+    ):
         read_cifar100_meta(str(d))
     (d / "train").write_bytes(pickle.dumps({"fine_labels": fine}))
     with pytest.raises(ValueError, match="no 'coarse_labels' entry"):
         read_cifar100_meta(str(d))
     coarse = [FINE_TO_COARSE[f] for f in fine]
     keep = [i for i, f in enumerate(fine) if f != 4]
-    (d / "train").write_bytes(pickle.dumps({"fine_labels": [fine[i] for i in keep], "coarse_labels": [coarse[i] for i in keep]}))
+    (d / "train").write_bytes(
+        pickle.dumps({"fine_labels": [fine[i] for i in keep], "coarse_labels": [coarse[i] for i in keep]})
+    )
     with pytest.raises(ValueError, match=r"without samples.*'bus'"):
         read_cifar100_meta(str(d))
 
@@ -390,8 +398,19 @@ SYNSETS = [  # ILSVRC2012_ID, WNID, words, children (1-based IDs)
 def write_meta_mat(path, synsets):
     from scipy.io import savemat
 
-    dt = [(f, "O") for f in ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children",
-                             "wordnet_height", "num_train_images")]
+    dt = [
+        (f, "O")
+        for f in (
+            "ILSVRC2012_ID",
+            "WNID",
+            "words",
+            "gloss",
+            "num_children",
+            "children",
+            "wordnet_height",
+            "num_train_images",
+        )
+    ]
     arr = np.zeros((len(synsets), 1), dtype=dt)
     for i, (sid, wnid, words, kids) in enumerate(synsets):
         ch = np.asarray(kids, dtype=np.float64).reshape(1, -1) if kids else np.zeros((1, 0))
@@ -557,8 +576,15 @@ def test_detect_format_and_read_taxonomy(tmp_path):
     write_cifar(tmp_path / "cifar-100-python", "str")
     (tmp_path / "folders" / "x" / "y").mkdir(parents=True)
     (tmp_path / "gt_train.txt").write_text("a.jpg,0,0\n")
-    expect = {"t.txt": "paths", "tree.npy": "protect", "meta.mat": "imagenet", "levels.csv": "sun397",
-              "cifar-100-python": "cifar100", "folders": "folder", "cifar-100-python/meta": "cifar100"}
+    expect = {
+        "t.txt": "paths",
+        "tree.npy": "protect",
+        "meta.mat": "imagenet",
+        "levels.csv": "sun397",
+        "cifar-100-python": "cifar100",
+        "folders": "folder",
+        "cifar-100-python/meta": "cifar100",
+    }
     for name, fmt in expect.items():
         assert detect_format(str(tmp_path / name)) == fmt
         assert isinstance(read_taxonomy(str(tmp_path / name)), Taxonomy)
@@ -579,11 +605,21 @@ def test_cli_module_entry_point(tmp_path):
     make_protect_tree(str(tmp_path / "tree.npy"), NESTED)
     out = tmp_path / "tax.txt"
     env = {**os.environ, "PYTHONPATH": ROOT}
-    r = subprocess.run([sys.executable, "-m", "hyptree", "taxonomy", "convert", str(tmp_path / "tree.npy"), "-o", str(out)],
-                       capture_output=True, text=True, env=env, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "hyptree", "taxonomy", "convert", str(tmp_path / "tree.npy"), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     t = read_paths_file(str(out))
     assert t == read_protect_tree(str(tmp_path / "tree.npy"))  # display names survive via '@' lines
-    r = subprocess.run([sys.executable, "-m", "hyptree", "taxonomy", "stats", str(tmp_path / "x.bin"), "--format", "paths"],
-                       capture_output=True, text=True, env=env, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "hyptree", "taxonomy", "stats", str(tmp_path / "x.bin"), "--format", "paths"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     assert r.returncode == 2 and "error:" in r.stderr

@@ -1,4 +1,5 @@
 """Tests for hyptree.data.toy: the generated ToyHier set."""
+
 import hashlib
 import math
 import os
@@ -12,8 +13,12 @@ from hyptree.data.common import read_coop_split
 
 
 def _digest(items):
-    return {os.path.relpath(it.impath, os.path.dirname(os.path.dirname(os.path.dirname(it.impath)))):
-            hashlib.sha1(open(it.impath, "rb").read()).hexdigest() for it in items}
+    return {
+        os.path.relpath(it.impath, os.path.dirname(os.path.dirname(os.path.dirname(it.impath)))): hashlib.sha1(
+            open(it.impath, "rb").read()
+        ).hexdigest()
+        for it in items
+    }
 
 
 def test_toy_generated_layout(tmp_path):

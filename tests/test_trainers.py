@@ -4,6 +4,7 @@ Runs go through ``train.py``'s own ``main`` in this process (same code path as t
 line, without paying the interpreter and Dassl import per run). Needs Dassl: run with
 ``/work/dassl-venv/bin/python -m pytest tests/test_trainers.py``.
 """
+
 import io
 import json
 import math
@@ -41,12 +42,30 @@ def run(env, trainer, out, *extra, subsample="base", opts=()):
     sys.path.insert(0, ROOT) if ROOT not in sys.path else None
     import train
 
-    argv = ["--root", env["data"], "--seed", "1", "--trainer", trainer,
-            "--dataset-config-file", os.path.join(ROOT, "configs/datasets/toy.yaml"),
-            "--config-file", os.path.join(ROOT, f"configs/trainers/{trainer}/tiny_cpu.yaml"),
-            "--output-dir", str(out), *extra,
-            "TRAINER.HYPTREE.CLIP_PATH", env["clip"], "DATASET.NUM_SHOTS", "2",
-            "DATASET.SUBSAMPLE_CLASSES", subsample, "TRAIN.CHECKPOINT_FREQ", "1", *opts]
+    argv = [
+        "--root",
+        env["data"],
+        "--seed",
+        "1",
+        "--trainer",
+        trainer,
+        "--dataset-config-file",
+        os.path.join(ROOT, "configs/datasets/toy.yaml"),
+        "--config-file",
+        os.path.join(ROOT, f"configs/trainers/{trainer}/tiny_cpu.yaml"),
+        "--output-dir",
+        str(out),
+        *extra,
+        "TRAINER.HYPTREE.CLIP_PATH",
+        env["clip"],
+        "DATASET.NUM_SHOTS",
+        "2",
+        "DATASET.SUBSAMPLE_CLASSES",
+        subsample,
+        "TRAIN.CHECKPOINT_FREQ",
+        "1",
+        *opts,
+    ]
     args = train.build_parser().parse_args(argv)
     console = sys.stdout
     try:
@@ -82,9 +101,30 @@ def checkpoint(folder, epoch):
     return torch.load(os.path.join(folder, "learnable", f"model.pth.tar-{epoch}"), map_location="cpu")
 
 
-RECORD_KEYS = {"metrics", "split", "tree", "dataset", "num_shots", "subsample", "trainer", "backbone",
-               "preset", "curvature_mode", "cross", "image_tree", "pass_through", "seed", "config_hash",
-               "epoch", "model_dir", "output_dir", "taxonomy", "taxonomy_source", "curvatures", "time"}
+RECORD_KEYS = {
+    "metrics",
+    "split",
+    "tree",
+    "dataset",
+    "num_shots",
+    "subsample",
+    "trainer",
+    "backbone",
+    "preset",
+    "curvature_mode",
+    "cross",
+    "image_tree",
+    "pass_through",
+    "seed",
+    "config_hash",
+    "epoch",
+    "model_dir",
+    "output_dir",
+    "taxonomy",
+    "taxonomy_source",
+    "curvatures",
+    "time",
+}
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)
@@ -119,8 +159,17 @@ def test_train_then_evaluate_base_and_novel(env, trainer):
 
     # --eval-only on the same tree reproduces the end-of-training test exactly
     ev = env["base"] / f"{trainer}_eval_base"
-    run(env, trainer, ev, "--eval-only", "--model-dir", str(out), "--load-epoch", str(EPOCHS),
-        opts=trainer_opts(trainer))
+    run(
+        env,
+        trainer,
+        ev,
+        "--eval-only",
+        "--model-dir",
+        str(out),
+        "--load-epoch",
+        str(EPOCHS),
+        opts=trainer_opts(trainer),
+    )
     again = results(ev)
     assert again["metrics"] == m
     assert (again["epoch"], again["model_dir"]) == (EPOCHS, str(out))
@@ -128,8 +177,18 @@ def test_train_then_evaluate_base_and_novel(env, trainer):
 
     # the base checkpoint scores the novel tree
     nv = env["base"] / f"{trainer}_eval_new"
-    run(env, trainer, nv, "--eval-only", "--model-dir", str(out), "--load-epoch", str(EPOCHS),
-        subsample="new", opts=trainer_opts(trainer))
+    run(
+        env,
+        trainer,
+        nv,
+        "--eval-only",
+        "--model-dir",
+        str(out),
+        "--load-epoch",
+        str(EPOCHS),
+        subsample="new",
+        opts=trainer_opts(trainer),
+    )
     novel = results(nv)
     assert (novel["tree"], novel["subsample"]) == ("new", "new")
     assert novel["metrics"]["num_samples"] == 9 * 6
@@ -154,7 +213,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(env, trainer):
         lines = f.readlines()
     first = [line for line in lines if json.loads(line)["epoch"] == 1]
     assert 0 < len(first) < len(lines)
-    (out / "train_log.jsonl").write_text("".join(lines[:len(first) + 1]) + '{"epoch": 2, "itera')
+    (out / "train_log.jsonl").write_text("".join(lines[: len(first) + 1]) + '{"epoch": 2, "itera')
 
     run(env, trainer, out, opts=trainer_opts(trainer))
     a, b = checkpoint(full, EPOCHS)["state_dict"], checkpoint(out, EPOCHS)["state_dict"]
@@ -214,10 +273,8 @@ def test_gpa_hook_by_hand(env):
 
 def test_backbone_is_implied_and_contradictions_are_refused(env):
     with pytest.raises(ValueError, match="TRAINER.HYPTREE.BACKBONE is 'coop' but trainer MaPLeHypTree"):
-        run(env, "MaPLeHypTree", env["base"] / "mismatch", "--no-train",
-            opts=("TRAINER.HYPTREE.BACKBONE", "coop"))
-    trainer = run(env, "CoOpHier", env["base"] / "implied", "--no-train",
-                  opts=("TRAINER.HYPTREE.BACKBONE", "coop"))
+        run(env, "MaPLeHypTree", env["base"] / "mismatch", "--no-train", opts=("TRAINER.HYPTREE.BACKBONE", "coop"))
+    trainer = run(env, "CoOpHier", env["base"] / "implied", "--no-train", opts=("TRAINER.HYPTREE.BACKBONE", "coop"))
     assert trainer.cfg.TRAINER.HYPTREE.BACKBONE == "coop"
     assert trainer.model.backbone == "coop"
 
@@ -229,8 +286,18 @@ def test_train_log_has_every_term_and_curvature(env):
     assert [r["epoch"] for r in rows] == sorted(r["epoch"] for r in rows)
     assert {r["epoch"] for r in rows} == {1, 2}
     assert [r["iteration"] for r in rows] == list(range(len(rows)))
-    for key in ("lr", "total", "cut", "node", "text_ent", "image_ent", "cross",
-                "curv_text", "curv_image", "curv_inter"):
+    for key in (
+        "lr",
+        "total",
+        "cut",
+        "node",
+        "text_ent",
+        "image_ent",
+        "cross",
+        "curv_text",
+        "curv_image",
+        "curv_inter",
+    ):
         assert all(key in r and math.isfinite(r[key]) for r in rows), key
     assert rows[0]["lr"] == pytest.approx(1e-5) and rows[-1]["lr"] == pytest.approx(0.01)  # warm-up, then base
 
@@ -240,8 +307,12 @@ def test_every_trainer_config_loads(env):
     import train
 
     folder = os.path.join(ROOT, "configs", "trainers")
-    files = [os.path.join(folder, t, f) for t in os.listdir(folder)
-             if os.path.isdir(os.path.join(folder, t)) for f in sorted(os.listdir(os.path.join(folder, t)))]
+    files = [
+        os.path.join(folder, t, f)
+        for t in os.listdir(folder)
+        if os.path.isdir(os.path.join(folder, t))
+        for f in sorted(os.listdir(os.path.join(folder, t)))
+    ]
     assert len(files) >= 30
     for path in files:
         args = train.build_parser().parse_args(["--config-file", path, "--trainer", path.split(os.sep)[-2]])
@@ -252,21 +323,25 @@ def test_every_trainer_config_loads(env):
         "TRAINER:\n  PROMPTSRC:\n    N_CTX_VISION: 4\n    TEXT_LOSS_WEIGHT: 25\n    IMAGE_LOSS_WEIGHT: 10\n"
         "    GPA_MEAN: 15\n    GPA_STD: 1\n  MAPLE:\n    PROMPT_DEPTH: 9\n  IVLP:\n    N_CTX_TEXT: 2\n"
         "  VPT:\n    N_CTX_VISION: 8\n  COCOOP:\n    N_CTX: 4\n"
-        "OPTIM:\n  WARMUP_CONS_LR: 1e-5\n")
+        "OPTIM:\n  WARMUP_CONS_LR: 1e-5\n"
+    )
     cfg = train.setup_cfg(train.build_parser().parse_args(["--config-file", str(upstream)]))
     assert cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT == 25 and cfg.TRAINER.VPT.N_CTX_VISION == 8
 
 
-@pytest.mark.parametrize("sched,warmup,wtype,recount", [
-    ("cosine", 1, "constant", False),
-    ("cosine", 2, "linear", False),
-    ("cosine", 2, "constant", True),
-    ("cosine", -1, "linear", True),
-    ("single_step", 2, "constant", False),
-    ("single_step", 1, "linear", True),
-    ("multi_step", 1, "constant", False),
-    ("multi_step", 0, "constant", True),
-])
+@pytest.mark.parametrize(
+    "sched,warmup,wtype,recount",
+    [
+        ("cosine", 1, "constant", False),
+        ("cosine", 2, "linear", False),
+        ("cosine", 2, "constant", True),
+        ("cosine", -1, "linear", True),
+        ("single_step", 2, "constant", False),
+        ("single_step", 1, "linear", True),
+        ("multi_step", 1, "constant", False),
+        ("multi_step", 0, "constant", True),
+    ],
+)
 def test_lr_schedule_matches_dassl(monkeypatch, sched, warmup, wtype, recount):
     """Dassl's own scheduler (its warm-up classes patched to accept the ``verbose`` argument
     current PyTorch dropped) gives the same per-epoch rates as ours."""
@@ -329,12 +404,25 @@ def test_base2novel_script_on_toy_prints_the_table(env, tmp_path):
     if shutil.which("bash") is None:
         pytest.skip("bash not available")
     out = tmp_path / "output"
-    environ = dict(os.environ, PYTHON=sys.executable, CFG="tiny_cpu", DATA=env["data"], OUT=str(out),
-                   SHOTS="2", OMP_NUM_THREADS="1",
-                   EXTRA_OPTS=f"TRAINER.HYPTREE.CLIP_PATH {env['clip']}",
-                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(["bash", "scripts/hyptree/base2novel.sh", "toy", "1"], cwd=ROOT,
-                          env=environ, capture_output=True, text=True, timeout=600)
+    environ = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        CFG="tiny_cpu",
+        DATA=env["data"],
+        OUT=str(out),
+        SHOTS="2",
+        OMP_NUM_THREADS="1",
+        EXTRA_OPTS=f"TRAINER.HYPTREE.CLIP_PATH {env['clip']}",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    proc = subprocess.run(
+        ["bash", "scripts/hyptree/base2novel.sh", "toy", "1"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     train_dir = out / "base2new/train_base/toy/shots_2/MaPLeHypTree/tiny_cpu_hyptree/seed1"
     novel_dir = out / "base2new/test_new/toy/shots_2/MaPLeHypTree/tiny_cpu_hyptree/seed1"
@@ -347,6 +435,12 @@ def test_base2novel_script_on_toy_prints_the_table(env, tmp_path):
     h = 2 * b * n / (b + n) if b + n else 0.0
     assert f"{b:.2f}" in proc.stdout and f"{n:.2f}" in proc.stdout and f"{h:.2f}" in proc.stdout
     # a second call skips both finished runs
-    again = subprocess.run(["bash", "scripts/hyptree/base2novel.sh", "toy", "1"], cwd=ROOT,
-                           env=environ, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        ["bash", "scripts/hyptree/base2novel.sh", "toy", "1"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0 and again.stdout.count("[skip]") == 2, again.stdout[-2000:]

@@ -1,5 +1,6 @@
 """hyptree.run.training, HierarchicalCLIP.learnable_modules, the make-tiny CLI and the generated
 trainer configs - all without Dassl (its own oracle tests are in test_trainers.py)."""
+
 import io
 import math
 import os
@@ -13,19 +14,30 @@ import pytest
 import torch
 from yacs.config import CfgNode as CN
 
+from hyptree.model.loading import load_clip, tiny_clip
+from hyptree.model.loading import main as clip_main
+from hyptree.model.promptsrc import GaussianPromptAggregator
 from hyptree.run import training
-from hyptree.model.loading import load_clip, main as clip_main, tiny_clip
 from hyptree.run.config import add_hyptree_config, check_config, default_config, resolve_backbone
 from hyptree.run.factory import build_model
-from hyptree.model.promptsrc import GaussianPromptAggregator
-from hyptree.tree import Taxonomy
 from hyptree.run.training import (
-    CheckpointModule, RNGState, build_lr_scheduler, lr_factor, resolve_precision,
+    CheckpointModule,
+    RNGState,
+    build_lr_scheduler,
+    lr_factor,
+    resolve_precision,
 )
+from hyptree.tree import Taxonomy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LINES = ["animal/bird/sparrow", "animal/bird/eagle", "animal/cat", "vehicle/car/sedan",
-         "vehicle/car/coupe", "vehicle/boat"]
+LINES = [
+    "animal/bird/sparrow",
+    "animal/bird/eagle",
+    "animal/cat",
+    "vehicle/car/sedan",
+    "vehicle/car/coupe",
+    "vehicle/boat",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +62,7 @@ def roundtrip(obj):
 
 # ------------------------------------------------------------------ config / backbone
 
+
 def test_backbone_default_is_implied_by_the_trainer():
     cfg = CN()
     add_hyptree_config(cfg)
@@ -64,6 +77,7 @@ def test_backbone_default_is_implied_by_the_trainer():
 
 
 # ------------------------------------------------------------------ precision
+
 
 def test_precision_resolution(monkeypatch):
     monkeypatch.setattr(training, "_warned", set())
@@ -85,6 +99,7 @@ def test_precision_resolution(monkeypatch):
 
 
 # ------------------------------------------------------------------ lr schedule
+
 
 def optim_cfg(**kw):
     c = CN()
@@ -116,7 +131,9 @@ def test_lr_schedule_closed_forms():
     np.testing.assert_allclose(warm[5], 0.02 * (1 + math.cos(math.pi * 5 / T)) / (1 + math.cos(math.pi / T)))
     lin, _, _ = rates(optim_cfg(WARMUP_EPOCH=4, WARMUP_TYPE="linear"))
     np.testing.assert_allclose(lin[:5], [1e-5, 0.005, 0.01, 0.015, 0.02])
-    assert lr_factor(3, optim_cfg(LR_SCHEDULER="single_step", STEPSIZE=(2,), WARMUP_EPOCH=0), 0.02) == pytest.approx(0.1)
+    assert lr_factor(3, optim_cfg(LR_SCHEDULER="single_step", STEPSIZE=(2,), WARMUP_EPOCH=0), 0.02) == pytest.approx(
+        0.1
+    )
     with pytest.raises(ValueError, match="LR_SCHEDULER"):
         rates(optim_cfg(LR_SCHEDULER="poly"))
 
@@ -140,6 +157,7 @@ def test_lr_schedule_state_is_plain_and_resumes(tmp_path):
 
 
 # ------------------------------------------------------------------ checkpoint state
+
 
 def test_rng_state_roundtrip_restores_every_stream():
     gen = np.random.default_rng(5)
@@ -190,11 +208,14 @@ def test_checkpoint_module_shares_parameters_and_carries_extra_state(taxonomy):
         module.load_weights({k: v for k, v in doubled.items() if k != "prompt_learner.ctx"})
 
 
-@pytest.mark.parametrize("preset,parts", [
-    ("vanilla", {"prompt_learner"}),
-    ("protect", {"prompt_learner"}),
-    ("hyptree", {"prompt_learner", "fusion", "curvatures"}),
-])
+@pytest.mark.parametrize(
+    "preset,parts",
+    [
+        ("vanilla", {"prompt_learner"}),
+        ("protect", {"prompt_learner"}),
+        ("hyptree", {"prompt_learner", "fusion", "curvatures"}),
+    ],
+)
 def test_learnable_modules_cover_exactly_the_trainable_parameters(taxonomy, preset, parts):
     model = make_model(taxonomy, preset)
     modules = model.learnable_modules()
@@ -208,6 +229,7 @@ def test_learnable_modules_cover_exactly_the_trainable_parameters(taxonomy, pres
 
 
 # ------------------------------------------------------------------ make-tiny CLI
+
 
 def test_make_tiny_writes_a_loadable_clip(tmp_path, capsys):
     path = tmp_path / "nested" / "tiny.pt"
@@ -227,17 +249,27 @@ def test_make_tiny_writes_a_loadable_clip(tmp_path, capsys):
 
 def test_make_tiny_module_entry_point(tmp_path):
     out = tmp_path / "t.pt"
-    proc = subprocess.run([sys.executable, "-m", "hyptree", "clip", "make-tiny", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hyptree", "clip", "make-tiny", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()
 
 
 # ------------------------------------------------------------------ configs
 
+
 def test_generated_trainer_configs_are_up_to_date():
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "configs", "trainers", "generate.py"), "--check"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "configs", "trainers", "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -249,8 +281,18 @@ def test_generated_configs_keep_the_published_settings():
         sys.path.pop(0)
     files = generate.all_files()
     one = files["MaPLeHypTree/vit_b16_c2_ep200_batch8_2ctx_cifar100_1shot.yaml"]
-    for needle in ("LR: 0.02", "MAX_EPOCH: 200", "BATCH_SIZE: 8", "C0: 0.5", "SCALE_TEXT: 10.0",
-                   "PROMPT_DEPTH: 3", "LAMBDA: 0.5", "ALPHA: 0.5", "LAYERS: [4, 7]", "WARMUP_EPOCH: 1"):
+    for needle in (
+        "LR: 0.02",
+        "MAX_EPOCH: 200",
+        "BATCH_SIZE: 8",
+        "C0: 0.5",
+        "SCALE_TEXT: 10.0",
+        "PROMPT_DEPTH: 3",
+        "LAMBDA: 0.5",
+        "ALPHA: 0.5",
+        "LAYERS: [4, 7]",
+        "WARMUP_EPOCH: 1",
+    ):
         assert needle in one, needle
     src = files["PromptSRCHypTree/vit_b16_c2_ep10_batch8_4+4ctx_rarespecies_16shot.yaml"]
     for needle in ("GPA_MEAN: 30", "GPA_STD: 30", "C0: 0.5", "TEXT_LOSS_WEIGHT: 25", "CLIP_PATH"):

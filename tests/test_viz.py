@@ -1,14 +1,15 @@
 """Plots: the projection math against independent formulas, and every plot on generated run files."""
+
 import json
 import math
 
+import fixtures_runs as F
 import numpy as np
 import pytest
 import torch
 
-import fixtures_runs as F
+from hyptree.eval import disk, viz
 from hyptree.geometry import lorentz
-from hyptree.eval import viz
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -27,7 +28,7 @@ def test_poincare_disk_matches_lorentz_exp_map_and_tanh(c):
     d = rng.normal(size=(64, 2))
     # sqrt(c)|v| up to 8: inside the library's sinh cap (11.09), and far into the disk's rim
     v = d / np.linalg.norm(d, axis=1, keepdims=True) * rng.uniform(0.01, 8.0 / math.sqrt(c), size=(64, 1))
-    p = viz.to_poincare_disk(v, c)
+    p = disk.to_poincare_disk(v, c)
     # oracle 1: the library's Lorentz exponential map, then x / (1 + sqrt(c) t), scaled to the unit disk
     x = lorentz.exp_map0(torch.tensor(v), c)
     t = lorentz.time_component(x, c).unsqueeze(-1)
@@ -41,11 +42,11 @@ def test_poincare_disk_matches_lorentz_exp_map_and_tanh(c):
 
 def test_poincare_disk_extremes_stay_finite_and_inside():
     v = np.array([[0.0, 0.0], [1e-12, 0.0], [1e4, 0.0]])
-    p = viz.to_poincare_disk(v, 10.0)
+    p = disk.to_poincare_disk(v, 10.0)
     assert np.isfinite(p).all() and (np.linalg.norm(p, axis=1) <= 1.0).all()
     assert np.allclose(p[0], 0) and p[2, 0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="> 0"):
-        viz.to_poincare_disk(v, float("nan"))
+        disk.to_poincare_disk(v, float("nan"))
 
 
 def test_project_2d_is_a_scaled_isometry_on_planar_data():
@@ -55,7 +56,7 @@ def test_project_2d_is_a_scaled_isometry_on_planar_data():
     ang = rng.uniform(0, 2 * np.pi, size=12)
     feats = 3.0 * (np.cos(ang)[:, None] * basis[:, 0] + np.sin(ang)[:, None] * basis[:, 1])
     feats = np.vstack([feats, np.full(16, np.nan)])
-    y = viz.project_2d(feats, scale=7.0)
+    y = disk.project_2d(feats, scale=7.0)
     assert np.isnan(y[-1]).all()
     y = y[:-1]
     assert np.linalg.norm(y, axis=1).max() == pytest.approx(7.0)
@@ -68,12 +69,12 @@ def test_project_2d_is_a_scaled_isometry_on_planar_data():
 
 def test_node_depths_and_cycles():
     names, parent = F.tree((2, 3))
-    d = viz.node_depths(parent)
+    d = disk.node_depths(parent)
     assert d[0] == 0 and (d[1:3] == 1).all() and (d[3:] == 2).all()
     with pytest.raises(ValueError, match="cycle"):
-        viz.node_depths(np.array([-1, 2, 1]))
+        disk.node_depths(np.array([-1, 2, 1]))
     with pytest.raises(ValueError, match="outside"):
-        viz.node_depths(np.array([-1, 7]))
+        disk.node_depths(np.array([-1, 7]))
 
 
 def _poincare_dist(a, b):
@@ -83,7 +84,7 @@ def _poincare_dist(a, b):
 
 def test_geodesic_edges_are_hyperbolic_geodesics():
     a, b = 0.3 + 0.5j, -0.6 + 0.2j
-    pts = viz._geodesic(a, b, num=9)
+    pts = disk.geodesic(a, b, num=9)
     z = pts[:, 0] + 1j * pts[:, 1]
     assert z[0] == pytest.approx(a) and z[-1] == pytest.approx(b)
     total = _poincare_dist(a, b)
@@ -127,9 +128,13 @@ def test_read_train_log_skips_bad_lines(tmp_path):
 def test_plot_depth_accuracy_mixed_inputs(tmp_path):
     F.write_results(tmp_path / "a")
     out = viz.plot_depth_accuracy(
-        [str(tmp_path / "a"), str(tmp_path / "a" / "results.json"),
-         F.record(preset="protect", metrics={"depth_acc": [80.0, 70.0, 60.0, 50.0]})],
-        str(tmp_path / "d.png"))
+        [
+            str(tmp_path / "a"),
+            str(tmp_path / "a" / "results.json"),
+            F.record(preset="protect", metrics={"depth_acc": [80.0, 70.0, 60.0, 50.0]}),
+        ],
+        str(tmp_path / "d.png"),
+    )
     assert _is_png(out)
     with pytest.raises(ValueError, match="2 labels for 1 results"):
         viz.plot_depth_accuracy([F.record()], str(tmp_path / "x.png"), labels=["a", "b"])
@@ -143,8 +148,9 @@ def test_poincare_figure_panels(tmp_path):
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["text tree (c_t = 0.08)", "image tree (c_i = 0.03)", "joint (c_m = 0.05)"]
     # every drawn node lies inside the unit disk; the image panel drops the NaN node
-    offsets = [c.get_offsets() for ax in fig.axes for c in ax.collections if hasattr(c, "get_sizes")
-               and len(c.get_sizes())]
+    offsets = [
+        c.get_offsets() for ax in fig.axes for c in ax.collections if hasattr(c, "get_sizes") and len(c.get_sizes())
+    ]
     assert all((np.linalg.norm(o, axis=1) < 1).all() for o in offsets)
     n = len(F.tree()[0])
     assert [len(o) for o in offsets] == [n, n - 1, n, n - 1]
@@ -157,8 +163,15 @@ def test_poincare_euclidean_and_text_only(tmp_path):
     assert all(ax.get_title().endswith("(euclidean)") for ax in fig.axes)
     names, parent = F.tree((2, 2))
     text = np.random.default_rng(0).normal(size=(len(names), 8))
-    fig = viz.poincare_figure({"text": text, "image": np.full_like(text, np.nan), "parent": parent,
-                               "names": np.asarray(names), "curv_text": 0.1})
+    fig = viz.poincare_figure(
+        {
+            "text": text,
+            "image": np.full_like(text, np.nan),
+            "parent": parent,
+            "names": np.asarray(names),
+            "curv_text": 0.1,
+        }
+    )
     assert [ax.get_title() for ax in fig.axes] == ["text tree (c_t = 0.1)"]
     with pytest.raises(ValueError, match="missing array 'text'"):
         viz.poincare_figure({"parent": parent})
@@ -171,16 +184,19 @@ def test_plot_run_writes_what_applies(tmp_path):
     F.write_full_run(str(hyp))
     F.write_full_run(str(euc), euclidean=True, curvature_mode="euclidean")
     assert sorted(p.split("/")[-1] for p in viz.plot_run(str(hyp))) == [
-        "curvatures.png", "depth_acc.png", "losses.png", "poincare.png"]
-    assert sorted(p.split("/")[-1] for p in viz.plot_run(str(euc))) == [
-        "depth_acc.png", "losses.png", "poincare.png"]
+        "curvatures.png",
+        "depth_acc.png",
+        "losses.png",
+        "poincare.png",
+    ]
+    assert sorted(p.split("/")[-1] for p in viz.plot_run(str(euc))) == ["depth_acc.png", "losses.png", "poincare.png"]
     assert not (euc / "curvatures.png").exists()
     assert all(_is_png(hyp / f) for f in ("curvatures.png", "depth_acc.png", "losses.png", "poincare.png"))
     json.loads((hyp / "results.json").read_text())  # untouched
 
 
 def test_project_2d_puts_zero_rows_at_origin_and_ignores_them():
-    from hyptree.eval.viz import project_2d
+    from hyptree.eval.disk import project_2d
 
     g = np.random.default_rng(0)
     feats = g.normal(size=(6, 5))

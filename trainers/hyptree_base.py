@@ -13,6 +13,7 @@ Everything substantive lives in ``hyptree``; this file maps Dassl's hooks onto i
 * evaluation: ``hyptree.eval.evaluate`` (LA/HCA/MTA), written into OUTPUT_DIR by
   ``hyptree.run.records.write_evaluation`` (results.json & co.).
 """
+
 import os.path as osp
 
 import torch
@@ -26,7 +27,12 @@ from hyptree.run.config import configure_for_trainer
 from hyptree.run.factory import build_model
 from hyptree.run.records import evaluation_cuts_for, write_evaluation
 from hyptree.run.training import (
-    autocast, build_lr_scheduler, grad_scaler, learnable_checkpoint, loss_summary, resolve_precision,
+    autocast,
+    build_lr_scheduler,
+    grad_scaler,
+    learnable_checkpoint,
+    loss_summary,
+    resolve_precision,
 )
 
 CHECKPOINT_NAME = "learnable"  # checkpoints: OUTPUT_DIR/learnable/model.pth.tar-N
@@ -47,25 +53,33 @@ class HierTrainer(TrainerX):
         dataset = self.dm.dataset
         self.taxonomy = getattr(dataset, "taxonomy", None)
         if self.taxonomy is None:
-            raise TypeError(f"dataset {cfg.DATASET.NAME} has no taxonomy; HypTree trainers need a "
-                            f"hierarchical dataset (e.g. CIFAR100Hier, ImageNetHier, ToyHier)")
+            raise TypeError(
+                f"dataset {cfg.DATASET.NAME} has no taxonomy; HypTree trainers need a "
+                f"hierarchical dataset (e.g. CIFAR100Hier, ImageNetHier, ToyHier)"
+            )
         if self.num_classes > self.taxonomy.num_classes:
-            raise ValueError(f"dataset {cfg.DATASET.NAME} has {self.num_classes} classes but its "
-                             f"taxonomy {self.taxonomy.num_classes} leaves")
+            raise ValueError(
+                f"dataset {cfg.DATASET.NAME} has {self.num_classes} classes but its "
+                f"taxonomy {self.taxonomy.num_classes} leaves"
+            )
         self.tree = str(getattr(dataset, "tree", cfg.DATASET.SUBSAMPLE_CLASSES))
         self.taxonomy_source = str(getattr(dataset, "taxonomy_source", ""))
         self.precision = resolve_precision(cfg.TRAINER[self.PREC_KEY].PREC, self.device)
         weights = h.CLIP_PATH or cfg.MODEL.BACKBONE.NAME
         print(f"Loading CLIP {weights} ({self.precision}, {self.device})")
         clip_model = load_clip(weights, device=self.device, precision=self.precision)
-        print(f"Building HierarchicalCLIP ({self.BACKBONE}, preset {h.PRESET}) on {self.tree} tree: "
-              f"{self.taxonomy.num_classes} classes, {self.taxonomy.num_nodes} nodes")
+        print(
+            f"Building HierarchicalCLIP ({self.BACKBONE}, preset {h.PRESET}) on {self.tree} tree: "
+            f"{self.taxonomy.num_classes} classes, {self.taxonomy.num_nodes} nodes"
+        )
         self.model = build_model(cfg, clip_model, self.taxonomy).to(self.device)
 
         self.learnable = learnable_checkpoint(self.model)
         params = [p for p in self.learnable.parameters() if p.requires_grad]
-        print(f"Learnable: {sum(p.numel() for p in params):,} parameters in "
-              f"{', '.join(name for name, _ in self.learnable.named_children())}")
+        print(
+            f"Learnable: {sum(p.numel() for p in params):,} parameters in "
+            f"{', '.join(name for name, _ in self.learnable.named_children())}"
+        )
         self.optim = build_optimizer(self.learnable, cfg.OPTIM, param_groups=[{"params": params}])
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(CHECKPOINT_NAME, self.learnable, self.optim, self.sched)
@@ -108,8 +122,13 @@ class HierTrainer(TrainerX):
         if self.model.objective.curvatures is not None:
             self.model.objective.curvatures.clamp_()
         summary = loss_summary(out)
-        self.train_log.append(epoch=self.epoch + 1, iteration=self.epoch * self.num_batches + self.batch_idx,
-                              batch=self.batch_idx, lr=self.get_current_lr(), **summary)
+        self.train_log.append(
+            epoch=self.epoch + 1,
+            iteration=self.epoch * self.num_batches + self.batch_idx,
+            batch=self.batch_idx,
+            lr=self.get_current_lr(),
+            **summary,
+        )
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary
@@ -141,12 +160,14 @@ class HierTrainer(TrainerX):
                 raise FileNotFoundError(
                     f"No checkpoint at {path}. Checkpoints are written every TRAIN.CHECKPOINT_FREQ "
                     f"epochs and at the last one; model-best.pth.tar only with "
-                    f"TEST.FINAL_MODEL best_val (pass --load-epoch otherwise)")
+                    f"TEST.FINAL_MODEL best_val (pass --load-epoch otherwise)"
+                )
             checkpoint = load_checkpoint(path)
             self._models[name].load_state_dict(checkpoint["state_dict"])
             val = checkpoint.get("val_result")
-            print(f"Loaded {path} (epoch {checkpoint['epoch']}"
-                  + (f", val LA {val:.2f}" if val is not None else "") + ")")
+            print(
+                f"Loaded {path} (epoch {checkpoint['epoch']}" + (f", val LA {val:.2f}" if val is not None else "") + ")"
+            )
             self.evaluated_epoch = int(checkpoint["epoch"])
         # results.json's model_dir marks evaluation-only runs; the best-val reload at the
         # end of training reads this run's own folder
@@ -163,8 +184,10 @@ class HierTrainer(TrainerX):
             loader = self.val_loader
         else:
             split, loader = "test", self.test_loader
-        print(f"Evaluate on the *{split}* set, {self.tree} tree "
-              f"({self.taxonomy.num_classes} classes, {len(self.cuts)} cuts for MTA)")
+        print(
+            f"Evaluate on the *{split}* set, {self.tree} tree "
+            f"({self.taxonomy.num_classes} classes, {len(self.cuts)} cuts for MTA)"
+        )
         # no autocast here: under amp the weights are fp32 and evaluation stays in fp32 (as MaPLe)
         metrics, embeddings = evaluate(self.model, loader, self.taxonomy, self.cuts, device=self.device)
         print(format_metrics(metrics))
@@ -173,9 +196,18 @@ class HierTrainer(TrainerX):
             self.write_scalar(f"{split}/{key}", metrics[key], step)
         for d, value in enumerate(metrics["depth_acc"], start=1):
             self.write_scalar(f"{split}/depth{d}", value, step)
-        paths = write_evaluation(self.cfg, self.output_dir, metrics, embeddings, split=split,
-                                 tree=self.tree, taxonomy=self.taxonomy, cuts=self.cuts,
-                                 taxonomy_source=self.taxonomy_source, epoch=self.evaluated_epoch,
-                                 model_dir=self.model_dir)
+        paths = write_evaluation(
+            self.cfg,
+            self.output_dir,
+            metrics,
+            embeddings,
+            split=split,
+            tree=self.tree,
+            taxonomy=self.taxonomy,
+            cuts=self.cuts,
+            taxonomy_source=self.taxonomy_source,
+            epoch=self.evaluated_epoch,
+            model_dir=self.model_dir,
+        )
         print(f"Wrote {paths['results']}")
         return metrics["LA"]

@@ -10,6 +10,7 @@ so the final test, the last checkpoint and ``--eval-only --load-epoch MAX_EPOCH`
 aggregated model. The aggregator travels in every checkpoint, so a resumed run aggregates
 exactly the same epochs.
 """
+
 import warnings
 
 from dassl.engine import TRAINER_REGISTRY
@@ -29,13 +30,18 @@ class PromptSRCHypTree(HierTrainer):
         self.gpa = GaussianPromptAggregator(self.cfg.OPTIM.MAX_EPOCH, mean=c.GPA_MEAN, std=c.GPA_STD)
         self.learnable.add_state("gpa", self.gpa)
         if self.cfg.TEST.FINAL_MODEL == "best_val":
-            warnings.warn("PromptSRCHypTree with TEST.FINAL_MODEL best_val: the final test uses the "
-                          "best validation checkpoint, which is the GPA model only if the best "
-                          "epoch is the last one", stacklevel=2)
+            warnings.warn(
+                "PromptSRCHypTree with TEST.FINAL_MODEL best_val: the final test uses the "
+                "best validation checkpoint, which is the GPA model only if the best "
+                "epoch is the last one",
+                stacklevel=2,
+            )
 
     def end_of_epoch(self):
         self.gpa.update(self.epoch, self.learnable.weights())
         if self.epoch + 1 == self.max_epoch:
-            print(f"GPA: loading the Gaussian-weighted average of epochs 1-{self.max_epoch} "
-                  f"(mean {self.gpa.mean:g}, std {self.gpa.std:g})")
+            print(
+                f"GPA: loading the Gaussian-weighted average of epochs 1-{self.max_epoch} "
+                f"(mean {self.gpa.mean:g}, std {self.gpa.std:g})"
+            )
             self.learnable.load_weights(self.gpa.aggregated_state())

@@ -11,6 +11,7 @@
   (with ImageNetV2/-Sketch/-A/-R), :mod:`~hyptree.data.rare_species`, :mod:`~hyptree.data.toy`;
 - :mod:`~hyptree.data.build` - the dataset registry, taxonomy resolution and class matching.
 """
+
 from hyptree.data.build import (
     DATASET_NAMES,
     HIERARCHY_SOURCES,
@@ -49,12 +50,38 @@ from hyptree.data.sun397 import read_sun397, sun397_hierarchy_file
 from hyptree.data.toy import make_toy_dataset
 
 __all__ = [
-    "DATASET_NAMES", "TARGET_DATASETS", "PROTECT_DIRS", "HIERARCHY_SOURCES", "LAYOUTS", "SUBSAMPLE_CHOICES",
-    "HierDataset", "build_hierarchical_dataset", "match_classes",
-    "Item", "SplitData", "IMAGE_EXTENSIONS", "list_images", "read_coop_split", "write_coop_split",
-    "group_by_label", "per_class_split", "fewshot_sample", "subsample_classes",
-    "read_image_folder_tree", "read_protect_items", "read_protect_split_names",
-    "extract_cifar100", "read_cifar100_hierarchical", "read_sun397", "sun397_hierarchy_file",
-    "read_imagenet_classnames", "read_imagenet", "read_imagenet_v2", "read_imagenet_sketch",
-    "read_imagenet_a", "read_imagenet_r", "read_rare_species", "make_toy_dataset",
+    "DATASET_NAMES",
+    "TARGET_DATASETS",
+    "PROTECT_DIRS",
+    "HIERARCHY_SOURCES",
+    "LAYOUTS",
+    "SUBSAMPLE_CHOICES",
+    "HierDataset",
+    "build_hierarchical_dataset",
+    "match_classes",
+    "Item",
+    "SplitData",
+    "IMAGE_EXTENSIONS",
+    "list_images",
+    "read_coop_split",
+    "write_coop_split",
+    "group_by_label",
+    "per_class_split",
+    "fewshot_sample",
+    "subsample_classes",
+    "read_image_folder_tree",
+    "read_protect_items",
+    "read_protect_split_names",
+    "extract_cifar100",
+    "read_cifar100_hierarchical",
+    "read_sun397",
+    "sun397_hierarchy_file",
+    "read_imagenet_classnames",
+    "read_imagenet",
+    "read_imagenet_v2",
+    "read_imagenet_sketch",
+    "read_imagenet_a",
+    "read_imagenet_r",
+    "read_rare_species",
+    "make_toy_dataset",
 ]

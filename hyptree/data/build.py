@@ -32,14 +32,15 @@ Every item's ``classname`` is the display name (prompt text) of its leaf, so
 class id without an explicit display name (an ImageNet WNID in a paths file) shows the
 dataset's class name (``classnames.txt``) instead.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -72,27 +73,36 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _Entry:
     load: Callable[..., RawDataset]  # (root, **opts) -> RawDataset
-    protect_dirs: Tuple[str, ...]  # folders under $DATA/protect/ searched for tree.npy, in order
+    protect_dirs: tuple[str, ...]  # folders under $DATA/protect/ searched for tree.npy, in order
     hierarchy: str  # the dataset's own hierarchy source, for docs and errors
 
 
 _IMAGENET_CUT = "the ImageNet hierarchy (meta.mat as for imagenet), cut down to the dataset's"
 
-_REGISTRY: Dict[str, _Entry] = {
-    "cifar100": _Entry(cifar100.load_cifar100, ("cifar100",),
-                       "$DATA/cifar-100-hierarchical/ folder tree when the images come from it, "
-                       "else the archive's 20 coarse -> 100 fine classes"),
-    "sun397": _Entry(sun397.load_sun397, ("sun",),
-                     "$DATA/sun397/hierarchy_three_levels/three_levels.csv (SUN's three-level table)"),
-    "imagenet": _Entry(imagenet.load_imagenet, ("imagenet",),
-                       "$DATA/imagenet/ILSVRC2012_devkit_t12/data/meta.mat (or $DATA/imagenet/meta.mat)"),
+_REGISTRY: dict[str, _Entry] = {
+    "cifar100": _Entry(
+        cifar100.load_cifar100,
+        ("cifar100",),
+        "$DATA/cifar-100-hierarchical/ folder tree when the images come from it, "
+        "else the archive's 20 coarse -> 100 fine classes",
+    ),
+    "sun397": _Entry(
+        sun397.load_sun397, ("sun",), "$DATA/sun397/hierarchy_three_levels/three_levels.csv (SUN's three-level table)"
+    ),
+    "imagenet": _Entry(
+        imagenet.load_imagenet,
+        ("imagenet",),
+        "$DATA/imagenet/ILSVRC2012_devkit_t12/data/meta.mat (or $DATA/imagenet/meta.mat)",
+    ),
     "imagenetv2": _Entry(imagenet.load_imagenet_v2, ("imagenetV2", "imagenet"), f"{_IMAGENET_CUT} classes"),
-    "imagenet_sketch": _Entry(imagenet.load_imagenet_sketch, ("imagenet-sketch", "imagenet"),
-                              f"{_IMAGENET_CUT} classes"),
+    "imagenet_sketch": _Entry(
+        imagenet.load_imagenet_sketch, ("imagenet-sketch", "imagenet"), f"{_IMAGENET_CUT} classes"
+    ),
     "imagenet_a": _Entry(imagenet.load_imagenet_a, ("imagenet-a", "imagenet"), f"{_IMAGENET_CUT} 200 classes"),
     "imagenet_r": _Entry(imagenet.load_imagenet_r, ("imagenet-r", "imagenet"), f"{_IMAGENET_CUT} 200 classes"),
-    "rare_species": _Entry(rare_species.load_rare_species, (),
-                           "the class folder names phylum_class_order_family_genus_species"),
+    "rare_species": _Entry(
+        rare_species.load_rare_species, (), "the class folder names phylum_class_order_family_genus_species"
+    ),
     "toy": _Entry(toy.load_toy, (), "$DATA/toy_hier/hierarchy.txt (generated with the images)"),
 }
 
@@ -102,16 +112,20 @@ DATASET_NAMES = tuple(_REGISTRY)
 TARGET_DATASETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 """Test-only cross-domain targets: empty train split; ``tree`` is their name."""
 
-PROTECT_DIRS: Dict[str, Tuple[str, ...]] = {k: e.protect_dirs for k, e in _REGISTRY.items()}
+PROTECT_DIRS: dict[str, tuple[str, ...]] = {k: e.protect_dirs for k, e in _REGISTRY.items()}
 """Folders under ``$DATA/protect/`` searched for ProTeCt's ``tree.npy``, in order. An
 ImageNet variant uses its own ProTeCt tree, else ImageNet's (cut down to its classes)."""
 
-HIERARCHY_SOURCES: Dict[str, str] = {k: e.hierarchy for k, e in _REGISTRY.items()}
+HIERARCHY_SOURCES: dict[str, str] = {k: e.hierarchy for k, e in _REGISTRY.items()}
 """The dataset's own hierarchy source, used when neither ``taxonomy_file`` nor a ProTeCt
 tree (:data:`PROTECT_DIRS`) is present."""
 
-LAYOUTS: Dict[str, str] = {
-    **cifar100.LAYOUTS, **sun397.LAYOUTS, **imagenet.LAYOUTS, **rare_species.LAYOUTS, **toy.LAYOUTS,
+LAYOUTS: dict[str, str] = {
+    **cifar100.LAYOUTS,
+    **sun397.LAYOUTS,
+    **imagenet.LAYOUTS,
+    **rare_species.LAYOUTS,
+    **toy.LAYOUTS,
 }
 """Every dataset module's expected on-disk layout (the text its "not found" errors quote)."""
 
@@ -137,17 +151,17 @@ class HierDataset:
     """
 
     name: str
-    train_x: List[Item]
-    val: List[Item]
-    test: List[Item]
+    train_x: list[Item]
+    val: list[Item]
+    test: list[Item]
     taxonomy: Taxonomy
     full_taxonomy: Taxonomy
-    classnames: List[str]
+    classnames: list[str]
     tree: str
     source: str
-    class_ids: List[str] = field(default_factory=list)
+    class_ids: list[str] = field(default_factory=list)
     full_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    dropped_classes: List[str] = field(default_factory=list)
+    dropped_classes: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -174,9 +188,7 @@ def _norm(s: str) -> str:
     return re.sub(r"[\s_\-]+", "_", s.strip().lower())
 
 
-def match_classes(
-    taxonomy: Taxonomy, keys: Sequence[Sequence[str]], source: str = "<taxonomy>"
-) -> List[Optional[str]]:
+def match_classes(taxonomy: Taxonomy, keys: Sequence[Sequence[str]], source: str = "<taxonomy>") -> list[str | None]:
     """For each dataset class, the tree leaf it is (a name), or ``None``.
 
     ``keys[k]`` are class ``k``'s candidate names, best first (source id, then class
@@ -187,15 +199,15 @@ def match_classes(
     """
     names = list(taxonomy.class_names)
     exact = set(names)
-    normed: Dict[str, str] = {}
+    normed: dict[str, str] = {}
     ambiguous = set()
     for n in names:
         k = _norm(n)
         if k in normed and normed[k] != n:
             ambiguous.add(k)
         normed.setdefault(k, n)
-    out: List[Optional[str]] = []
-    owner: Dict[str, int] = {}
+    out: list[str | None] = []
+    owner: dict[str, int] = {}
     for label, cands in enumerate(keys):
         hit = next((c for c in cands if c in exact), None)
         if hit is None:
@@ -207,8 +219,7 @@ def match_classes(
         if hit is not None:
             if hit in owner:
                 raise ValueError(
-                    f"{source}: classes {list(keys[owner[hit]])[:2]} and {list(cands)[:2]} "
-                    f"both match the leaf {hit!r}"
+                    f"{source}: classes {list(keys[owner[hit]])[:2]} and {list(cands)[:2]} both match the leaf {hit!r}"
                 )
             owner[hit] = label
         out.append(hit)
@@ -233,7 +244,7 @@ def _display_fallback(tax: Taxonomy, ids: Sequence[str], names: Sequence[str]) -
 # ---------------------------------------------------------------------------------------
 
 
-def _resolve_hierarchy(name: str, root: str, raw: RawDataset, taxonomy_file: str) -> Tuple[Taxonomy, str, bool]:
+def _resolve_hierarchy(name: str, root: str, raw: RawDataset, taxonomy_file: str) -> tuple[Taxonomy, str, bool]:
     """``(tree, description, user_given)`` by priority: taxonomy_file > ProTeCt > native."""
     if taxonomy_file:
         path = os.path.abspath(os.path.expanduser(str(taxonomy_file)))
@@ -243,8 +254,11 @@ def _resolve_hierarchy(name: str, root: str, raw: RawDataset, taxonomy_file: str
                 "a '/'-separated root-to-leaf path per class, see `python -m hyptree taxonomy convert`)"
             )
         fmt = "auto"
-        if os.path.isfile(path) and not path.lower().endswith((".npy", ".mat", ".csv", ".tsv")) \
-                and os.path.basename(path) != "meta":
+        if (
+            os.path.isfile(path)
+            and not path.lower().endswith((".npy", ".mat", ".csv", ".tsv"))
+            and os.path.basename(path) != "meta"
+        ):
             fmt = "paths"  # any other file name is read as the canonical text format
         return read_taxonomy(path, fmt), f"taxonomy file {path}", True
     for sub in PROTECT_DIRS[name]:
@@ -257,7 +271,7 @@ def _resolve_hierarchy(name: str, root: str, raw: RawDataset, taxonomy_file: str
 
 def _matched_taxonomy(
     key: str, root: str, raw: RawDataset, taxonomy_file: str
-) -> Tuple[Taxonomy, List[str], List[int], List[str], str]:
+) -> tuple[Taxonomy, list[str], list[int], list[str], str]:
     """The hierarchy (:func:`_resolve_hierarchy`) cut down to the dataset's classes:
     ``(full_taxonomy, ids of the kept classes, kept labels, dropped ids, source)``."""
     tree, source, user_given = _resolve_hierarchy(key, root, raw, taxonomy_file)
@@ -271,11 +285,15 @@ def _matched_taxonomy(
         )
     if dropped:
         if not user_given:
-            raise ValueError(
-                f"{key}: {len(dropped)} classes are not leaves of {source}: {dropped[:5]}"
-            )
-        log.warning("%s: %d of %d classes are not leaves of %s and are left out, e.g. %s",
-                    key, len(dropped), len(leaf), source, dropped[:5])
+            raise ValueError(f"{key}: {len(dropped)} classes are not leaves of {source}: {dropped[:5]}")
+        log.warning(
+            "%s: %d of %d classes are not leaves of %s and are left out, e.g. %s",
+            key,
+            len(dropped),
+            len(leaf),
+            source,
+            dropped[:5],
+        )
     if len(kept) < tree.num_classes:
         source += f", cut down to the dataset's {len(kept)} classes"
     ids = [raw.ids[k] for k in kept]
@@ -284,7 +302,7 @@ def _matched_taxonomy(
     return full, ids, kept, dropped, source
 
 
-def _relabel(items: Sequence[Item], names: Sequence[str]) -> List[Item]:
+def _relabel(items: Sequence[Item], names: Sequence[str]) -> list[Item]:
     return [Item(it.impath, it.label, names[it.label], it.domain) for it in items]
 
 
@@ -369,13 +387,22 @@ def build_hierarchical_dataset(
         val = test
     tree_name = subsample if subsample != "all" else (key if key in TARGET_DATASETS else "all")
     return HierDataset(
-        name=key, train_x=train, val=val, test=test, taxonomy=taxonomy, full_taxonomy=full,
-        classnames=classnames, tree=tree_name, source=source, class_ids=ids,
-        full_labels=np.asarray(full_labels, dtype=np.int64), dropped_classes=dropped,
+        name=key,
+        train_x=train,
+        val=val,
+        test=test,
+        taxonomy=taxonomy,
+        full_taxonomy=full,
+        classnames=classnames,
+        tree=tree_name,
+        source=source,
+        class_ids=ids,
+        full_labels=np.asarray(full_labels, dtype=np.int64),
+        dropped_classes=dropped,
     )
 
 
-def _subsample_present(splits: Dict[str, List[Item]], labels: Sequence[int]) -> Dict[str, List[Item]]:
+def _subsample_present(splits: dict[str, list[Item]], labels: Sequence[int]) -> dict[str, list[Item]]:
     """``subsample_classes`` on the non-empty lists (a test-only dataset has no train)."""
     present = {k: v for k, v in splits.items() if v}
     out = subsample_classes(present, [int(y) for y in labels])

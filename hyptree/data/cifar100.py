@@ -1,4 +1,5 @@
 """CIFAR-100: the official python archive (written once as PNGs) or ProTeCt's hierarchical folder tree."""
+
 from __future__ import annotations
 
 import io
@@ -6,12 +7,19 @@ import json
 import os
 import pickle
 import tarfile
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from hyptree.data.common import (
-    COMPLETE_MARKER, Item, RawDataset, SplitData, _layout_error, _require_dir, plain_keys, read_coop_split,
+    COMPLETE_MARKER,
+    Item,
+    RawDataset,
+    SplitData,
+    _layout_error,
+    _require_dir,
+    plain_keys,
+    read_coop_split,
     write_coop_split,
 )
 from hyptree.data.folder import read_image_folder_tree
@@ -43,7 +51,7 @@ CIFAR100_IMAGES = "cifar-100-images"
 CIFAR100_SPLIT = "split_cifar100.json"
 
 
-def _load_cifar100_pickles(dataset_dir: str) -> Dict[str, dict]:
+def _load_cifar100_pickles(dataset_dir: str) -> dict[str, dict]:
     """The ``meta``, ``train`` and ``test`` dicts of the official python version.
 
     Read from ``cifar-100-python/`` if extracted, else straight from the tar.gz (without
@@ -70,7 +78,7 @@ def _load_cifar100_pickles(dataset_dir: str) -> Dict[str, dict]:
     return out
 
 
-def _decode(names) -> List[str]:
+def _decode(names) -> list[str]:
     return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
 
 
@@ -95,7 +103,7 @@ def extract_cifar100(root: str) -> SplitData:
     marker = os.path.join(image_dir, COMPLETE_MARKER)
     if not os.path.isfile(marker):
         _write_cifar100_images(dataset_dir, image_dir, split_json, marker)
-    with open(marker, "r", encoding="utf-8") as f:
+    with open(marker, encoding="utf-8") as f:
         info = json.load(f)
     splits = read_coop_split(split_json, image_dir)
     return SplitData(
@@ -125,7 +133,7 @@ def _write_cifar100_images(dataset_dir: str, image_dir: str, split_json: str, ma
                 raise ValueError(f"CIFAR-100: fine class {fine_names[f_lab]!r} has two coarse labels")
     if -1 in fine_to_coarse:
         raise ValueError("CIFAR-100: some fine classes have no images")
-    splits: Dict[str, List[Item]] = {"train": [], "val": [], "test": []}
+    splits: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
     for split in ("train", "test"):
         d = data[split]
         rows = np.asarray(d[b"data"], dtype=np.uint8)
@@ -155,7 +163,7 @@ def _write_cifar100_images(dataset_dir: str, image_dir: str, split_json: str, ma
 CIFAR100_HIER_DIR = "cifar-100-hierarchical"
 
 
-def read_cifar100_hierarchical(root: str, class_order: Optional[Sequence[str]] = None) -> SplitData:
+def read_cifar100_hierarchical(root: str, class_order: Sequence[str] | None = None) -> SplitData:
     """ProTeCt's hierarchical CIFAR-100 (``$DATA/cifar-100-hierarchical``, a folder tree).
 
     Train and test images share the leaf folders and are told apart by their file-name
@@ -189,9 +197,7 @@ def load_cifar100(root: str, cifar_source: str = "auto") -> RawDataset:
         except FileNotFoundError as e:
             if cifar_source == "archive":
                 raise
-            raise FileNotFoundError(
-                f"{e}\nor ProTeCt's hierarchical version:\n{LAYOUTS['cifar100_hier']}"
-            ) from None
+            raise FileNotFoundError(f"{e}\nor ProTeCt's hierarchical version:\n{LAYOUTS['cifar100_hier']}") from None
         desc = f"{os.path.join(root, CIFAR100_DIR)} (CIFAR-100 archive: coarse -> fine)"
 
     def native():
@@ -200,4 +206,3 @@ def load_cifar100(root: str, cifar_source: str = "auto") -> RawDataset:
 
     ids, keys = plain_keys(d)
     return RawDataset(d, ids, keys, native)
-

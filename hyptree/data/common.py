@@ -28,14 +28,15 @@ Semantics mirrored from Dassl / CoOp (and tested against them where Dassl is ins
 ``hyptree.data.build``: the reader's :class:`SplitData`, the candidate leaf names of each
 class, and the dataset's own taxonomy source.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import random
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from hyptree.tree.taxonomy import Taxonomy
 from hyptree.utils.files import atomic_write_json
@@ -58,9 +59,7 @@ __all__ = [
     "plain_keys",
 ]
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 """File extensions (lower case) counted as images when a folder is scanned."""
 
 COMPLETE_MARKER = ".complete"
@@ -102,14 +101,13 @@ class SplitData:
     Test-only datasets (ImageNet-V2/-Sketch/-A/-R) have empty ``train`` and ``val``.
     """
 
-    train: List[Item]
-    val: List[Item]
-    test: List[Item]
-    classnames: List[str]
-    class_ids: Optional[List[str]] = None
-    hierarchy_lines: Optional[List[str]] = None
-    extra: Dict[str, object] = field(default_factory=dict)
-
+    train: list[Item]
+    val: list[Item]
+    test: list[Item]
+    classnames: list[str]
+    class_ids: list[str] | None = None
+    hierarchy_lines: list[str] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,7 +141,7 @@ def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(folder: str) -> List[str]:
+def list_images(folder: str) -> list[str]:
     """Sorted non-hidden image file names (not paths) directly inside ``folder``.
 
     Uses ``os.scandir`` (no per-file ``stat`` on most file systems), which keeps a
@@ -155,12 +153,11 @@ def list_images(folder: str) -> List[str]:
     return names
 
 
-def _list_subdirs(folder: str) -> List[str]:
+def _list_subdirs(folder: str) -> list[str]:
     with os.scandir(folder) as it:
         names = [e.name for e in it if not e.name.startswith(".") and e.is_dir()]
     names.sort()
     return names
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,7 +167,7 @@ def _list_subdirs(folder: str) -> List[str]:
 SPLIT_KEYS = ("train", "val", "test")
 
 
-def read_coop_split(split_json: str, image_dir: str) -> Dict[str, List[Item]]:
+def read_coop_split(split_json: str, image_dir: str) -> dict[str, list[Item]]:
     """Read a CoOp split file into ``{"train", "val", "test"}`` lists of :class:`Item`.
 
     The file maps each split to a list of ``[relative_path, label, classname]``;
@@ -179,25 +176,24 @@ def read_coop_split(split_json: str, image_dir: str) -> Dict[str, List[Item]]:
     if not os.path.isfile(split_json):
         raise FileNotFoundError(
             f"split file not found: {split_json}\n"
-            "Expected a CoOp split json: {\"train\": [[relative_path, label, classname], ...], "
-            "\"val\": [...], \"test\": [...]}, paths relative to " + image_dir
+            'Expected a CoOp split json: {"train": [[relative_path, label, classname], ...], '
+            '"val": [...], "test": [...]}, paths relative to ' + image_dir
         )
-    with open(split_json, "r", encoding="utf-8") as f:
+    with open(split_json, encoding="utf-8") as f:
         try:
             split = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{split_json}: not valid JSON ({e})") from e
     if not isinstance(split, dict):
         raise ValueError(f"{split_json}: expected a JSON object with keys train/val/test")
-    out: Dict[str, List[Item]] = {}
+    out: dict[str, list[Item]] = {}
     for key in SPLIT_KEYS:
         rows = split.get(key, [])
         items = []
         for i, row in enumerate(rows):
             if not (isinstance(row, (list, tuple)) and len(row) == 3):
                 raise ValueError(
-                    f"{split_json}: entry {i} of '{key}' is {row!r}, "
-                    "expected [relative_path, label, classname]"
+                    f"{split_json}: entry {i} of '{key}' is {row!r}, expected [relative_path, label, classname]"
                 )
             rel, label, classname = row
             items.append(Item(os.path.join(image_dir, rel), int(label), str(classname)))
@@ -225,9 +221,9 @@ def write_coop_split(splits: Mapping[str, Sequence[Item]], split_json: str, imag
     atomic_write_json(split_json, obj)
 
 
-def group_by_label(items: Iterable[Item]) -> "OrderedDict[int, List[Item]]":
+def group_by_label(items: Iterable[Item]) -> OrderedDict[int, list[Item]]:
     """Items grouped by label, groups in order of first appearance (as Dassl does)."""
-    groups: "OrderedDict[int, List[Item]]" = OrderedDict()
+    groups: OrderedDict[int, list[Item]] = OrderedDict()
     for item in items:
         groups.setdefault(item.label, []).append(item)
     return groups
@@ -235,7 +231,7 @@ def group_by_label(items: Iterable[Item]) -> "OrderedDict[int, List[Item]]":
 
 def per_class_split(
     items: Sequence[Item], p_train: float = 0.5, p_val: float = 0.2, seed: int = 1
-) -> Dict[str, List[Item]]:
+) -> dict[str, list[Item]]:
     """Split each class's items into train/val/test, like CoOp's ``read_and_split_data``.
 
     Per class (in label order), the items are shuffled with ``random.Random(seed)`` and cut
@@ -245,7 +241,7 @@ def per_class_split(
     if not (0 < p_train < 1 and 0 < p_val < 1 and p_train + p_val < 1):
         raise ValueError(f"need 0 < p_train, p_val and p_train + p_val < 1; got {p_train}, {p_val}")
     rng = random.Random(seed)
-    out: Dict[str, List[Item]] = {k: [] for k in SPLIT_KEYS}
+    out: dict[str, list[Item]] = {k: [] for k in SPLIT_KEYS}
     groups = group_by_label(items)
     for label in sorted(groups):
         members = list(groups[label])
@@ -263,22 +259,22 @@ def per_class_split(
     return out
 
 
-
-def _class_table(splits: Mapping[str, Sequence[Item]], image_dir: str, source: str) -> Tuple[List[str], List[str]]:
+def _class_table(splits: Mapping[str, Sequence[Item]], image_dir: str, source: str) -> tuple[list[str], list[str]]:
     """Per label: class name and image folder (relative to ``image_dir``), checked consistent."""
-    names: Dict[int, str] = {}
-    folders: Dict[int, str] = {}
+    names: dict[int, str] = {}
+    folders: dict[int, str] = {}
     for key in SPLIT_KEYS:
         for it in splits.get(key, []):
             folder = os.path.relpath(os.path.dirname(it.impath), image_dir).replace(os.sep, "/")
-            if names.setdefault(it.label, it.classname) != it.classname or \
-                    folders.setdefault(it.label, folder) != folder:
+            if (
+                names.setdefault(it.label, it.classname) != it.classname
+                or folders.setdefault(it.label, folder) != folder
+            ):
                 raise ValueError(f"{source}: label {it.label} has two class names or folders")
     n = len(names)
     if sorted(names) != list(range(n)):
         raise ValueError(f"{source}: labels are not 0..{n - 1}")
     return [names[k] for k in range(n)], [folders[k] for k in range(n)]
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -287,8 +283,8 @@ def _class_table(splits: Mapping[str, Sequence[Item]], image_dir: str, source: s
 
 
 def fewshot_sample(
-    items: Sequence[Item], num_shots: int, seed: int, repeat: bool = False, rng: Optional[random.Random] = None
-) -> List[Item]:
+    items: Sequence[Item], num_shots: int, seed: int, repeat: bool = False, rng: random.Random | None = None
+) -> list[Item]:
     """Dassl's per-class few-shot sampler with its own seeded RNG.
 
     ``num_shots < 1`` returns all items (a new list, same order). Otherwise, for each
@@ -305,7 +301,7 @@ def fewshot_sample(
         return list(items)
     if rng is None:
         rng = random.Random(seed)
-    out: List[Item] = []
+    out: list[Item] = []
     for members in group_by_label(items).values():
         if len(members) >= num_shots:
             out.extend(rng.sample(members, num_shots))
@@ -316,7 +312,7 @@ def fewshot_sample(
     return out
 
 
-ItemLists = Union[Sequence[Sequence[Item]], Mapping[str, Sequence[Item]]]
+ItemLists = Sequence[Sequence[Item]] | Mapping[str, Sequence[Item]]
 
 
 def subsample_classes(item_lists: ItemLists, labels: Sequence[int]):
@@ -354,7 +350,6 @@ def subsample_classes(item_lists: ItemLists, labels: Sequence[int]):
     return type(item_lists)(new_lists) if isinstance(item_lists, tuple) else new_lists
 
 
-
 # ---------------------------------------------------------------------------------------
 # What a dataset module hands to the builder
 # ---------------------------------------------------------------------------------------
@@ -365,12 +360,12 @@ class RawDataset:
     """A read dataset before its taxonomy is resolved (``hyptree.data.build``)."""
 
     data: SplitData
-    ids: List[str]  # per label: the source's class id
-    keys: List[List[str]]  # per label: candidate leaf names, best first
-    native: Callable[[], Tuple[Taxonomy, str]]  # the dataset's own hierarchy and a description
+    ids: list[str]  # per label: the source's class id
+    keys: list[list[str]]  # per label: candidate leaf names, best first
+    native: Callable[[], tuple[Taxonomy, str]]  # the dataset's own hierarchy and a description
 
 
-def _unique(xs) -> List[str]:
+def _unique(xs) -> list[str]:
     out = []
     for x in xs:
         if x and x not in out:
@@ -378,8 +373,7 @@ def _unique(xs) -> List[str]:
     return out
 
 
-def plain_keys(d: SplitData) -> Tuple[List[str], List[List[str]]]:
+def plain_keys(d: SplitData) -> tuple[list[str], list[list[str]]]:
     """Per class: its id (``class_ids`` or the class name) and candidate leaf names (id, name)."""
     ids = list(d.class_ids) if d.class_ids else list(d.classnames)
     return ids, [_unique([i, n]) for i, n in zip(ids, d.classnames)]
-

@@ -1,9 +1,10 @@
 """Generic image-folder trees and ProTeCt's image lists (``gt_{split}.txt``, split ``fnames``)."""
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Collection, Sequence
 
 from hyptree.data.common import Item, _is_image_name
 from hyptree.tree.io import read_protect_list
@@ -11,7 +12,7 @@ from hyptree.tree.io import read_protect_list
 __all__ = ["read_image_folder_tree", "read_protect_items", "read_protect_split_names"]
 
 
-Keep = Union[None, Callable[[str], bool], Collection[str]]
+Keep = Callable[[str], bool] | Collection[str] | None
 
 
 def _keep_fn(keep: Keep) -> Callable[[str], bool]:
@@ -24,8 +25,8 @@ def _keep_fn(keep: Keep) -> Callable[[str], bool]:
 
 
 def read_image_folder_tree(
-    root: str, class_order: Optional[Sequence[str]] = None, keep: Keep = None
-) -> Tuple[List[Item], List[str]]:
+    root: str, class_order: Sequence[str] | None = None, keep: Keep = None
+) -> tuple[list[Item], list[str]]:
     """Read a hierarchy stored as nested folders (ProTeCt's hierarchical datasets).
 
     A leaf class is a folder without sub-folders; its images are the image files in it.
@@ -45,8 +46,8 @@ def read_image_folder_tree(
             "a leaf being a folder without sub-folders"
         )
     keep_fn = _keep_fn(keep)
-    leaves: Dict[str, Tuple[str, List[str]]] = {}  # name -> (relative path, image names)
-    seen_dirs: Dict[str, str] = {}
+    leaves: dict[str, tuple[str, list[str]]] = {}  # name -> (relative path, image names)
+    seen_dirs: dict[str, str] = {}
     stack = [""]
     while stack:
         rel = stack.pop()
@@ -73,8 +74,7 @@ def read_image_folder_tree(
             leaves[os.path.basename(rel)] = (rel, sorted(n for n in images if keep_fn(n)))
         elif images:
             raise ValueError(
-                f"{full}: {len(images)} image(s) in a folder that has sub-folders; "
-                "images must sit in leaf folders only"
+                f"{full}: {len(images)} image(s) in a folder that has sub-folders; images must sit in leaf folders only"
             )
     if not leaves:
         raise ValueError(f"{root}: no leaf folders found")
@@ -89,8 +89,8 @@ def read_image_folder_tree(
                 f"{root}: class_order does not match the leaf folders "
                 f"(not found: {unknown[:5]}, not listed: {extra[:5]})"
             )
-    items: List[Item] = []
-    lines: List[str] = []
+    items: list[Item] = []
+    lines: list[str] = []
     for label, name in enumerate(order):
         rel, images = leaves[name]
         lines.append(rel)
@@ -99,9 +99,7 @@ def read_image_folder_tree(
     return items, lines
 
 
-def read_protect_items(
-    list_file: str, image_root: str, classnames: Optional[Sequence[str]] = None
-) -> List[Item]:
+def read_protect_items(list_file: str, image_root: str, classnames: Sequence[str] | None = None) -> list[Item]:
     """A ProTeCt data list ``gt_{split}.txt`` as :class:`Item` records.
 
     The lines are read by :func:`hyptree.tree.io.read_protect_list` (``path,label,index``,
@@ -131,17 +129,16 @@ def read_protect_items(
 
 def _line_of_entry(path: str, k: int) -> int:
     """Line number of entry ``k`` of a list file (the reader skips blank lines only); for errors."""
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         return [n for n, line in enumerate(f, 1) if line.strip()][k]
 
 
-def read_protect_split_names(split_json: str) -> List[str]:
+def read_protect_split_names(split_json: str) -> list[str]:
     """The image file names of a ProTeCt split file (``prepro/splits/<dataset>/<split>.json``, key ``fnames``)."""
     if not os.path.isfile(split_json):
-        raise FileNotFoundError(f"ProTeCt split file not found: {split_json} (expected {{\"fnames\": [...]}})")
-    with open(split_json, "r", encoding="utf-8") as f:
+        raise FileNotFoundError(f'ProTeCt split file not found: {split_json} (expected {{"fnames": [...]}})')
+    with open(split_json, encoding="utf-8") as f:
         obj = json.load(f)
     if not isinstance(obj, dict) or "fnames" not in obj:
         raise ValueError(f"{split_json}: expected a JSON object with key 'fnames'")
     return list(obj["fnames"])
-

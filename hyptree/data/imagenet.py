@@ -3,15 +3,23 @@
 Every variant is labelled by the ImageNet hierarchy (the devkit's ``meta.mat``), cut down
 to the variant's classes.
 """
+
 from __future__ import annotations
 
 import os
 import pickle
 from collections import OrderedDict
-from typing import Callable, Dict, List, Mapping, Tuple
+from collections.abc import Callable, Mapping
 
 from hyptree.data.common import (
-    Item, RawDataset, SplitData, _layout_error, _list_subdirs, _require_dir, list_images, plain_keys,
+    Item,
+    RawDataset,
+    SplitData,
+    _layout_error,
+    _list_subdirs,
+    _require_dir,
+    list_images,
+    plain_keys,
 )
 from hyptree.tree.io import read_imagenet_meta
 from hyptree.tree.taxonomy import Taxonomy
@@ -62,12 +70,12 @@ IMAGENET_CACHE = "preprocessed_hyptree.pkl"
 _CACHE_VERSION = 1
 
 
-def read_imagenet_classnames(path: str) -> "OrderedDict[str, str]":
+def read_imagenet_classnames(path: str) -> OrderedDict[str, str]:
     """``classnames.txt`` (lines ``<wnid> <class name>``) as an ordered ``wnid -> name`` dict."""
     if not os.path.isfile(path):
         raise _layout_error("classnames.txt", path, LAYOUTS["imagenet"])
-    out: "OrderedDict[str, str]" = OrderedDict()
-    with open(path, "r", encoding="utf-8") as f:
+    out: OrderedDict[str, str] = OrderedDict()
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -83,7 +91,7 @@ def read_imagenet_classnames(path: str) -> "OrderedDict[str, str]":
     return out
 
 
-def _variant_classnames(root: str, dataset_dir: str, dataset: str) -> "OrderedDict[str, str]":
+def _variant_classnames(root: str, dataset_dir: str, dataset: str) -> OrderedDict[str, str]:
     """The variant's own ``classnames.txt`` (MaPLe's layout) or, failing that, ImageNet's."""
     own = os.path.join(root, dataset_dir, "classnames.txt")
     shared = os.path.join(root, "imagenet", "classnames.txt")
@@ -95,7 +103,7 @@ def _variant_classnames(root: str, dataset_dir: str, dataset: str) -> "OrderedDi
 
 def _scan_wnid_folders(
     image_dir: str, wnid_to_name: Mapping[str, str], dataset: str, require_all: bool
-) -> List[Tuple[str, List[str]]]:
+) -> list[tuple[str, list[str]]]:
     """``[(wnid, sorted image names), ...]`` for the folders ``image_dir/<wnid>/``, in
     ``wnid_to_name`` order (which defines the labels). Unknown folders are an error; so
     are missing ones when ``require_all``."""
@@ -137,17 +145,19 @@ def read_imagenet(root: str, cache: bool = True) -> SplitData:
         rows = {}
         for split in ("train", "val"):
             scan = _scan_wnid_folders(os.path.join(image_dir, split), classnames, "imagenet", True)
-            rows[split] = [f"{split}/{w}/{im}" for w, ims in scan for im in ims], \
-                [y for y, (_, ims) in enumerate(scan) for _ in ims]
+            rows[split] = (
+                [f"{split}/{w}/{im}" for w, ims in scan for im in ims],
+                [y for y, (_, ims) in enumerate(scan) for _ in ims],
+            )
         if cache:
             atomic_write_bytes(
                 cache_file,
-                pickle.dumps({"version": _CACHE_VERSION, "wnids": wnids, "rows": rows},
-                             protocol=pickle.HIGHEST_PROTOCOL),
+                pickle.dumps(
+                    {"version": _CACHE_VERSION, "wnids": wnids, "rows": rows}, protocol=pickle.HIGHEST_PROTOCOL
+                ),
             )
     train, test = (
-        [Item(os.path.join(image_dir, rel), y, names[y]) for rel, y in zip(*rows[split])]
-        for split in ("train", "val")
+        [Item(os.path.join(image_dir, rel), y, names[y]) for rel, y in zip(*rows[split])] for split in ("train", "val")
     )
     return SplitData(train=train, val=test, test=test, classnames=names, class_ids=wnids)
 
@@ -159,7 +169,7 @@ def read_imagenet_v2(root: str) -> SplitData:
     classnames = _variant_classnames(root, "imagenetv2", "imagenetv2")
     _require_dir(image_dir, LAYOUTS["imagenetv2"], "image folder")
     wnids = list(classnames)
-    items: List[Item] = []
+    items: list[Item] = []
     for label, wnid in enumerate(wnids):
         folder = os.path.join(image_dir, str(label))
         _require_dir(folder, LAYOUTS["imagenetv2"], f"class folder {label}")
@@ -172,9 +182,7 @@ def _read_variant(root: str, dataset_dir: str, sub: str, dataset: str, require_a
     image_dir = os.path.join(root, dataset_dir, sub)
     scan = _scan_wnid_folders(image_dir, classnames, dataset, require_all)
     items = [
-        Item(os.path.join(image_dir, w, im), label, classnames[w])
-        for label, (w, ims) in enumerate(scan)
-        for im in ims
+        Item(os.path.join(image_dir, w, im), label, classnames[w]) for label, (w, ims) in enumerate(scan) for im in ims
     ]
     wnids = [w for w, _ in scan]
     return SplitData([], [], items, [classnames[w] for w in wnids], wnids)
@@ -199,7 +207,6 @@ def read_imagenet_r(root: str) -> SplitData:
     return _read_variant(root, "imagenet-rendition", "imagenet-r", "imagenet_r", False)
 
 
-
 def _imagenet_meta_file(root: str) -> str:
     cands = [
         os.path.join(root, "imagenet", "ILSVRC2012_devkit_t12", "data", "meta.mat"),
@@ -216,14 +223,14 @@ def _imagenet_meta_file(root: str) -> str:
     )
 
 
-def _imagenet_full_classnames(root: str, dataset_dir: str) -> Dict[str, str]:
+def _imagenet_full_classnames(root: str, dataset_dir: str) -> dict[str, str]:
     for path in (os.path.join(root, dataset_dir, "classnames.txt"), os.path.join(root, "imagenet", "classnames.txt")):
         if os.path.isfile(path):
             return dict(read_imagenet_classnames(path))
     return {}
 
 
-def _imagenet_native(root: str, dataset_dir: str, what: str) -> Callable[[], Tuple[Taxonomy, str]]:
+def _imagenet_native(root: str, dataset_dir: str, what: str) -> Callable[[], tuple[Taxonomy, str]]:
     """The ImageNet hierarchy over all classes of ``classnames.txt`` (the same tree an
     ImageNet run uses); matching then cuts it down to the dataset's classes."""
 
@@ -245,6 +252,7 @@ def load_imagenet(root: str, cache: bool = True) -> RawDataset:
 
 def _variant_loader(reader, dataset_dir: str) -> Callable[[str], RawDataset]:
     """A variant's loader: its images, labelled by the ImageNet hierarchy."""
+
     def load(root: str) -> RawDataset:
         d = reader(root)
         ids, keys = plain_keys(d)
@@ -252,7 +260,6 @@ def _variant_loader(reader, dataset_dir: str) -> Callable[[str], RawDataset]:
         return RawDataset(d, ids, keys, _imagenet_native(root, dataset_dir, what))
 
     return load
-
 
 
 load_imagenet_v2 = _variant_loader(read_imagenet_v2, "imagenetv2")

@@ -1,11 +1,22 @@
 """Rare Species: one folder per species named by its ranks (``phylum_class_order_family_genus_species``)."""
+
 from __future__ import annotations
 
 import os
 
 from hyptree.data.common import (
-    Item, RawDataset, SplitData, _class_table, _layout_error, _list_subdirs, _require_dir, list_images,
-    per_class_split, plain_keys, read_coop_split, write_coop_split,
+    Item,
+    RawDataset,
+    SplitData,
+    _class_table,
+    _layout_error,
+    _list_subdirs,
+    _require_dir,
+    list_images,
+    per_class_split,
+    plain_keys,
+    read_coop_split,
+    write_coop_split,
 )
 from hyptree.tree.io import read_rare_species as read_rare_species_taxonomy
 
@@ -62,4 +73,3 @@ def load_rare_species(root: str) -> RawDataset:
 
     ids, keys = plain_keys(d)
     return RawDataset(d, ids, keys, native)
-

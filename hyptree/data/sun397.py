@@ -1,13 +1,21 @@
 """SUN397 in CoOp's layout, with SUN's three-level hierarchy table."""
+
 from __future__ import annotations
 
 import os
 import random
-from typing import Dict, List
 
 from hyptree.data.common import (
-    Item, RawDataset, SplitData, _class_table, _require_dir, _require_file, _unique, group_by_label,
-    read_coop_split, write_coop_split,
+    Item,
+    RawDataset,
+    SplitData,
+    _class_table,
+    _require_dir,
+    _require_file,
+    _unique,
+    group_by_label,
+    read_coop_split,
+    write_coop_split,
 )
 from hyptree.tree.io import read_sun397_hierarchy
 
@@ -36,11 +44,11 @@ def _sun_classname(folder: str) -> str:
     return " ".join(parts[::-1])
 
 
-def _read_sun_listing(dataset_dir: str, image_dir: str, name: str, cname2lab: Dict[str, int]) -> List[Item]:
+def _read_sun_listing(dataset_dir: str, image_dir: str, name: str, cname2lab: dict[str, int]) -> list[Item]:
     path = os.path.join(dataset_dir, name)
     _require_file(path, LAYOUTS["sun397"])
     items = []
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             rel = line.strip().lstrip("/")
             if not rel:
@@ -56,9 +64,13 @@ def _create_sun397_split(dataset_dir: str, image_dir: str, split_json: str, seed
     """CoOp's recipe: ClassName.txt order, Training_01 -> 80% train / 20% val (per class,
     seeded shuffle), Testing_01 -> test."""
     names_file = os.path.join(dataset_dir, "ClassName.txt")
-    _require_file(names_file, LAYOUTS["sun397"], "split_zhou_SUN397.json and ClassName.txt",
-                  "Download split_zhou_SUN397.json (CoOp) or extract Partitions.zip into sun397/.")
-    with open(names_file, "r", encoding="utf-8") as f:
+    _require_file(
+        names_file,
+        LAYOUTS["sun397"],
+        "split_zhou_SUN397.json and ClassName.txt",
+        "Download split_zhou_SUN397.json (CoOp) or extract Partitions.zip into sun397/.",
+    )
+    with open(names_file, encoding="utf-8") as f:
         folders = [ln.strip().lstrip("/") for ln in f if ln.strip()]
     cname2lab = {c: i for i, c in enumerate(folders)}
     trainval = _read_sun_listing(dataset_dir, image_dir, "Training_01.txt", cname2lab)
@@ -95,21 +107,23 @@ def read_sun397(root: str, seed: int = 1) -> SplitData:
     return SplitData(splits["train"], splits["val"], splits["test"], classnames, class_ids)
 
 
-
 def sun397_hierarchy_file(root: str) -> str:
     """Path of SUN's three-level hierarchy table, ``$DATA/sun397/hierarchy_three_levels/three_levels.csv``.
 
     Raises ``FileNotFoundError`` with the preparation steps when it is absent.
     """
     path = os.path.join(root, SUN397_DIR, SUN397_HIERARCHY)
-    _require_file(path, LAYOUTS["sun397"], "SUN397 hierarchy table",
-                  "Get hierarchy_three_levels.zip from the SUN database site, unzip it into "
-                  "sun397/ and, if it holds only a spreadsheet, save its sheet as three_levels.csv.")
+    _require_file(
+        path,
+        LAYOUTS["sun397"],
+        "SUN397 hierarchy table",
+        "Get hierarchy_three_levels.zip from the SUN database site, unzip it into "
+        "sun397/ and, if it holds only a spreadsheet, save its sheet as three_levels.csv.",
+    )
     return path
 
 
-
-def _sun_keys(folder: str, classname: str) -> List[str]:
+def _sun_keys(folder: str, classname: str) -> list[str]:
     parts = [p for p in folder.strip("/").split("/") if p]
     if len(parts) > 1 and len(parts[0]) == 1:
         parts = parts[1:]
@@ -127,4 +141,3 @@ def load_sun397(root: str) -> RawDataset:
 
     keys = [_sun_keys(f, n) for f, n in zip(d.class_ids, d.classnames)]
     return RawDataset(d, list(d.class_ids), keys, native)
-

@@ -7,10 +7,11 @@ result equals :func:`~hyptree.eval.metrics.hierarchical_metrics` on all scores a
 per-node mean image features gathered for the Poincare-disc plots. What a run writes from the
 result is :mod:`hyptree.eval.runfiles`.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,8 +38,7 @@ def _model_device(model):
 
 
 @torch.no_grad()
-def evaluate(model, batches: Iterable, taxonomy: Taxonomy, cuts: Sequence | None = None,
-             device=None):
+def evaluate(model, batches: Iterable, taxonomy: Taxonomy, cuts: Sequence | None = None, device=None):
     """Metrics and embeddings of ``model`` over ``batches``.
 
     Args:
@@ -97,8 +97,7 @@ def evaluate(model, batches: Iterable, taxonomy: Taxonomy, cuts: Sequence | None
             node_image = model.node_image_features(text, final, tokens)  # (B, N, D) or (B, D)
             scores = model.scores(text, node_image)
             meter.update(scores, labels)
-            _accumulate(image_sum, counts, F.normalize(node_image.float(), dim=-1),
-                        paths_t[labels], mask_t[labels])
+            _accumulate(image_sum, counts, F.normalize(node_image.float(), dim=-1), paths_t[labels], mask_t[labels])
     finally:
         if swap:
             model.set_taxonomy(previous)

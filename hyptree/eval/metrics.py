@@ -24,10 +24,11 @@ over tree depth and cuts only). All values are percentages.
 
 Ties in an argmax go to the first column in the subset's order on CPU.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -71,12 +72,12 @@ class HierarchicalMeter:
         self.reset()
 
     def reset(self) -> None:
-        I = len(self.taxonomy.internal)
+        n_internal = len(self.taxonomy.internal)
         self.n = 0
         self.leaf_correct = 0
         self.hca_correct = 0
-        self.node_correct = torch.zeros(I, dtype=torch.int64)
-        self.node_total = torch.zeros(I, dtype=torch.int64)
+        self.node_correct = torch.zeros(n_internal, dtype=torch.int64)
+        self.node_total = torch.zeros(n_internal, dtype=torch.int64)
         self.depth_correct = torch.zeros(self.taxonomy.height, dtype=torch.int64)
         self.cut_correct = torch.zeros(len(self._cuts), dtype=torch.int64)
 
@@ -100,19 +101,16 @@ class HierarchicalMeter:
         leaf_ok = scores.index_select(1, idx.leaves).argmax(1) == labels  # (N,)
         step_ok = s.argmax(-1) == tgt  # (N, H)
         hca_ok = (step_ok | ~mask).all(1) & leaf_ok
-        I = self.node_total.shape[0]
+        n_internal = self.node_total.shape[0]
         r = rows[mask]
-        self.node_total += torch.bincount(r, minlength=I).cpu()
-        self.node_correct += torch.bincount(r[step_ok[mask]], minlength=I).cpu()
+        self.node_total += torch.bincount(r, minlength=n_internal).cpu()
+        self.node_correct += torch.bincount(r[step_ok[mask]], minlength=n_internal).cpu()
         depth_ok = [
-            (scores.index_select(1, c).argmax(1) == t[labels]).sum()
-            for c, t in zip(idx.level_cuts, idx.level_targets)
+            (scores.index_select(1, c).argmax(1) == t[labels]).sum() for c, t in zip(idx.level_cuts, idx.level_targets)
         ]
         self.depth_correct += torch.stack(depth_ok).cpu()
         if self._cuts:
-            cut_ok = [
-                (scores.index_select(1, c).argmax(1) == t[labels]).sum() for c, t in self._cuts_on(scores.device)
-            ]
+            cut_ok = [(scores.index_select(1, c).argmax(1) == t[labels]).sum() for c, t in self._cuts_on(scores.device)]
             self.cut_correct += torch.stack(cut_ok).cpu()
         self.n += int(labels.shape[0])
         self.leaf_correct += int(leaf_ok.sum())

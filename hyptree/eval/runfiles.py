@@ -17,11 +17,12 @@
 
 plus ``"clip"`` (the CLIP weights used) and ``"num_cuts"``.
 """
+
 from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,8 +51,14 @@ def jsonable(x):
     return x
 
 
-def write_run(output_dir: str, record: dict, taxonomy: Taxonomy, cuts: Sequence | None,
-              embeddings: dict | None = None, results_name: str = RESULTS_FILE) -> dict:
+def write_run(
+    output_dir: str,
+    record: dict,
+    taxonomy: Taxonomy,
+    cuts: Sequence | None,
+    embeddings: dict | None = None,
+    results_name: str = RESULTS_FILE,
+) -> dict:
     """Write a run's outputs into ``output_dir`` (created if needed); returns their paths.
 
     * ``results.json`` (``results_name``): ``record`` (NaN written as ``null``);
@@ -75,10 +82,16 @@ def write_run(output_dir: str, record: dict, taxonomy: Taxonomy, cuts: Sequence 
         arrays = dict(embeddings)
         for key in ("text", "image"):
             if np.asarray(arrays[key]).shape[0] != taxonomy.num_nodes:
-                raise ValueError(f"embeddings[{key!r}] has {np.asarray(arrays[key]).shape[0]} rows, "
-                                 f"the taxonomy {taxonomy.num_nodes} nodes")
-        arrays.update(names=np.asarray(taxonomy.names), display_names=np.asarray(taxonomy.display_names),
-                      parent=np.asarray(taxonomy.parent), depth=np.asarray(taxonomy.depth))
+                raise ValueError(
+                    f"embeddings[{key!r}] has {np.asarray(arrays[key]).shape[0]} rows, "
+                    f"the taxonomy {taxonomy.num_nodes} nodes"
+                )
+        arrays.update(
+            names=np.asarray(taxonomy.names),
+            display_names=np.asarray(taxonomy.display_names),
+            parent=np.asarray(taxonomy.parent),
+            depth=np.asarray(taxonomy.depth),
+        )
         with atomic_open(paths["embeddings"], "wb") as f:
             np.savez(f, **arrays)
     return paths
@@ -86,6 +99,7 @@ def write_run(output_dir: str, record: dict, taxonomy: Taxonomy, cuts: Sequence 
 
 def format_metrics(metrics: dict, title: str = "") -> str:
     """A small text table: LA, HCA, MTA, node accuracy and accuracy per depth."""
+
     def pct(v):
         return "  n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:6.2f}"
 

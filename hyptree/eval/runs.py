@@ -17,6 +17,7 @@ folder (recursively) is one :class:`Run`. :func:`group_runs` puts runs together 
    ``crossdomain``; every other trained group ``fewshot`` (or ``ablation`` when its folder
    has an ``ablation`` component). :mod:`hyptree.eval.tables` makes the tables.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,18 @@ DASH = "–"  # a missing value in labels and table cells
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 # record fields that identify a run apart from its seed (for folders without seedS)
 _RECORD_KEY = (
-    "dataset", "trainer", "backbone", "preset", "curvature_mode", "cross", "image_tree",
-    "pass_through", "num_shots", "subsample", "tree", "split",
+    "dataset",
+    "trainer",
+    "backbone",
+    "preset",
+    "curvature_mode",
+    "cross",
+    "image_tree",
+    "pass_through",
+    "num_shots",
+    "subsample",
+    "tree",
+    "split",
 )
 
 
@@ -99,7 +110,7 @@ def _drop_seed(parts: Sequence[str]) -> tuple[tuple[str, ...], bool]:
     """``parts`` without its last ``seedS`` component, and whether there was one."""
     for i in range(len(parts) - 1, -1, -1):
         if _SEED_DIR.match(parts[i]):
-            return tuple(parts[:i]) + tuple(parts[i + 1:]), True
+            return tuple(parts[:i]) + tuple(parts[i + 1 :]), True
     return tuple(parts), False
 
 
@@ -132,8 +143,7 @@ def load_runs(root: str) -> list[Run]:
     if not runs:
         what = "no readable results.json" if seen else "no results.json"
         raise FileNotFoundError(
-            f"{what} under {root}: point at the output folder of train.py runs "
-            f"(e.g. output/ or output/base2new)"
+            f"{what} under {root}: point at the output folder of train.py runs (e.g. output/ or output/base2new)"
         )
     runs.sort(key=lambda r: r.rel)
     return runs
@@ -199,7 +209,7 @@ class Group:
         if trainer in head:
             j = len(head) - 1 - head[::-1].index(trainer)
             if j < end - 1:
-                return "/".join(head[j + 1:])
+                return "/".join(head[j + 1 :])
         if seed_at and end > 0:
             return parts[end - 1]
         return str(rec.get("preset", DASH))

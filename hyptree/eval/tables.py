@@ -25,6 +25,7 @@ part are averaged and the note says which seed was dropped and why; a seed prese
 other groups of the same table and dataset (or listed with ``--seeds``) but absent here
 is noted as missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,19 @@ __all__ = [
 
 METRICS = ("LA", "HCA", "MTA", "node_acc")
 CSV_FIELDS = (
-    "table", "group", "dataset", "trainer", "config", "shots", "part", "metric",
-    "mean", "std", "n", "seeds", "note",
+    "table",
+    "group",
+    "dataset",
+    "trainer",
+    "config",
+    "shots",
+    "part",
+    "metric",
+    "mean",
+    "std",
+    "n",
+    "seeds",
+    "note",
 )
 _TARGET_ORDER = ("imagenetv2", "imagenetsketch", "imageneta", "imagenetr")
 
@@ -152,8 +164,14 @@ class Table:
 def _csv_row(table, g: Group, part, metric, cell: Cell | None, value=None, note=""):
     mean = cell.mean if cell is not None else value
     return {
-        "table": table, "group": g.name, "dataset": g.dataset, "trainer": g.trainer,
-        "config": g.config, "shots": g.shots, "part": part, "metric": metric,
+        "table": table,
+        "group": g.name,
+        "dataset": g.dataset,
+        "trainer": g.trainer,
+        "config": g.config,
+        "shots": g.shots,
+        "part": part,
+        "metric": metric,
         "mean": "" if mean is None else f"{mean:.4f}",
         "std": "" if cell is None or cell.std is None else f"{cell.std:.4f}",
         "n": "" if cell is None else cell.n,
@@ -190,8 +208,7 @@ def _plain_table(kind: str, groups: list[Group], metrics, cli_seeds, ci95) -> Ta
         notes.append(_missing_expected(seeds, expected[g.dataset]))
         cells = [_cell(g.train, seeds, m, ci95) for m in metrics]
         note = _note(notes)
-        table.rows.append([g.dataset, g.shots, g.trainer, g.config, str(len(seeds)),
-                           *[c.text() for c in cells], note])
+        table.rows.append([g.dataset, g.shots, g.trainer, g.config, str(len(seeds)), *[c.text() for c in cells], note])
         table.csv_rows += [_csv_row(kind, g, "all", m, c, note=note) for m, c in zip(metrics, cells)]
     return table
 
@@ -206,11 +223,15 @@ def _base_slot(g: Group) -> dict:
 
 
 def _base2novel_tables(groups: list[Group], metrics, cli_seeds, ci95) -> list[Table]:
-    tables = [Table("base2novel", f"Base-to-novel — {m}",
-                    ["Dataset", "Shots", "Trainer", "Config", "Seeds", "Base", "Novel", "H", "Note"])
-              for m in metrics]
-    expected = _expected_seeds(
-        groups, lambda g: set(_base_slot(g)) | set(g.parts.get("novel", {})), cli_seeds)
+    tables = [
+        Table(
+            "base2novel",
+            f"Base-to-novel — {m}",
+            ["Dataset", "Shots", "Trainer", "Config", "Seeds", "Base", "Novel", "H", "Note"],
+        )
+        for m in metrics
+    ]
+    expected = _expected_seeds(groups, lambda g: set(_base_slot(g)) | set(g.parts.get("novel", {})), cli_seeds)
     for g in groups:
         notes = list(g.notes)
         slots = {"base": _base_slot(g), "novel": g.parts.get("novel", {})}
@@ -225,8 +246,19 @@ def _base2novel_tables(groups: list[Group], metrics, cli_seeds, ci95) -> list[Ta
             n = _cell(slots["novel"], seeds, m, ci95)
             h = harmonic_mean(b.mean, n.mean)
             count = min(b.n, n.n) if (b.n and n.n) else max(b.n, n.n)
-            table.rows.append([g.dataset, g.shots, g.trainer, g.config, str(count),
-                               b.text(), n.text(), DASH if h is None else f"{h:.2f}", note])
+            table.rows.append(
+                [
+                    g.dataset,
+                    g.shots,
+                    g.trainer,
+                    g.config,
+                    str(count),
+                    b.text(),
+                    n.text(),
+                    DASH if h is None else f"{h:.2f}",
+                    note,
+                ]
+            )
             table.csv_rows += [
                 _csv_row("base2novel", g, "base", m, b, note=note),
                 _csv_row("base2novel", g, "novel", m, n, note=note),
@@ -243,12 +275,15 @@ def _target_key(name: str):
 
 def _crossdomain_tables(groups: list[Group], metrics, cli_seeds, ci95) -> list[Table]:
     targets = sorted({p for g in groups for p in g.parts}, key=_target_key)
-    tables = [Table("crossdomain", f"Cross-domain — {m}",
-                    ["Source", "Shots", "Trainer", "Config", "Seeds", "On source", *targets,
-                     "Target mean", "Note"])
-              for m in metrics]
-    expected = _expected_seeds(
-        groups, lambda g: set(g.train).union(*[set(p) for p in g.parts.values()]), cli_seeds)
+    tables = [
+        Table(
+            "crossdomain",
+            f"Cross-domain — {m}",
+            ["Source", "Shots", "Trainer", "Config", "Seeds", "On source", *targets, "Target mean", "Note"],
+        )
+        for m in metrics
+    ]
+    expected = _expected_seeds(groups, lambda g: set(g.train).union(*[set(p) for p in g.parts.values()]), cli_seeds)
     for g in groups:
         notes = list(g.notes)
         slots = {"source": g.train, **{t: g.parts.get(t, {}) for t in targets}}
@@ -258,8 +293,7 @@ def _crossdomain_tables(groups: list[Group], metrics, cli_seeds, ci95) -> list[T
         if absent:
             notes.append(f"no runs on {', '.join(absent)}")
         seeds, _ = _complete_seeds({k: v for k, v in slots.items() if v}, notes)
-        notes.append(_missing_expected(
-            set(g.train).union(*[set(p) for p in g.parts.values()]), expected[g.dataset]))
+        notes.append(_missing_expected(set(g.train).union(*[set(p) for p in g.parts.values()]), expected[g.dataset]))
         note = _note(notes)
         for table, m in zip(tables, metrics):
             src = _cell(g.train, seeds, m, ci95)
@@ -267,18 +301,28 @@ def _crossdomain_tables(groups: list[Group], metrics, cli_seeds, ci95) -> list[T
             means = [c.mean for c in tcells]
             avg = None if (not means or any(v is None for v in means)) else float(np.mean(means))
             count = max([src.n] + [c.n for c in tcells])
-            table.rows.append([g.dataset, g.shots, g.trainer, g.config, str(count), src.text(),
-                               *[c.text() for c in tcells],
-                               DASH if avg is None else f"{avg:.2f}", note])
+            table.rows.append(
+                [
+                    g.dataset,
+                    g.shots,
+                    g.trainer,
+                    g.config,
+                    str(count),
+                    src.text(),
+                    *[c.text() for c in tcells],
+                    DASH if avg is None else f"{avg:.2f}",
+                    note,
+                ]
+            )
             table.csv_rows.append(_csv_row("crossdomain", g, "source", m, src, note=note))
-            table.csv_rows += [_csv_row("crossdomain", g, t, m, c, note=note)
-                               for t, c in zip(targets, tcells)]
+            table.csv_rows += [_csv_row("crossdomain", g, t, m, c, note=note) for t, c in zip(targets, tcells)]
             table.csv_rows.append(_csv_row("crossdomain", g, "target_mean", m, None, value=avg, note=note))
     return tables
 
 
-def build_tables(groups: Sequence[Group], metrics: Sequence[str] = METRICS,
-                 seeds: Sequence[int] | None = None, ci95: bool = False) -> list[Table]:
+def build_tables(
+    groups: Sequence[Group], metrics: Sequence[str] = METRICS, seeds: Sequence[int] | None = None, ci95: bool = False
+) -> list[Table]:
     """The few-shot, ablation, base-to-novel and cross-domain tables of ``groups`` (non-empty ones)."""
     metrics = list(metrics)
     by_kind: dict[str, list[Group]] = {}
@@ -302,8 +346,13 @@ def _matches(g: Group, match: Sequence[str]) -> bool:
     return all(m in comps for m in match)
 
 
-def collect(root: str, metrics: Sequence[str] = METRICS, seeds: Sequence[int] | None = None,
-            ci95: bool = False, match: Sequence[str] = ()) -> list[Table]:
+def collect(
+    root: str,
+    metrics: Sequence[str] = METRICS,
+    seeds: Sequence[int] | None = None,
+    ci95: bool = False,
+    match: Sequence[str] = (),
+) -> list[Table]:
     """Load, group and tabulate every run under ``root``.
 
     ``match``: keep only groups having every given string as a folder name of their path
@@ -379,16 +428,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hyptree results",
         description="Collect results.json files under OUTPUT_DIR into mean +- std tables "
-                    "(few-shot, ablation, base-to-novel, cross-domain).")
+        "(few-shot, ablation, base-to-novel, cross-domain).",
+    )
     parser.add_argument("output_dir", help="folder searched recursively for results.json")
     parser.add_argument("--csv", help="write the tables here (long format, one row per cell)")
     parser.add_argument("--markdown", help="write the Markdown tables here")
-    parser.add_argument("--plots", action="store_true",
-                        help="also write curvatures/losses/depth_acc/poincare PNGs into every run folder")
+    parser.add_argument(
+        "--plots",
+        action="store_true",
+        help="also write curvatures/losses/depth_acc/poincare PNGs into every run folder",
+    )
     parser.add_argument("--metrics", nargs="+", default=list(METRICS), help="metrics to show (default: %(default)s)")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds every group should have (flag missing ones)")
-    parser.add_argument("--match", nargs="+", default=[],
-                        help="keep groups having all these folder names (or dataset/trainer/preset)")
+    parser.add_argument(
+        "--match", nargs="+", default=[], help="keep groups having all these folder names (or dataset/trainer/preset)"
+    )
     parser.add_argument("--ci95", action="store_true", help="show the 95%% confidence interval instead of std")
     args = parser.parse_args(argv)
     try:

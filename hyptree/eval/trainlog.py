@@ -1,4 +1,5 @@
 """The training log: one JSON line per training iteration (``train_log.jsonl``)."""
+
 from __future__ import annotations
 
 import json

@@ -28,22 +28,23 @@ the modality gap). Parent-child edges are drawn as geodesics (circle arcs orthog
 the boundary), nodes coloured by depth. Euclidean runs (NaN curvatures) are drawn in
 the plane with straight edges (``v / scale``).
 """
+
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle
-from matplotlib import colormaps
 
+from hyptree.eval.disk import geodesic, node_depths, project_2d, to_poincare_disk
 from hyptree.eval.runfiles import RESULTS_FILE
 from hyptree.eval.trainlog import TRAIN_LOG_FILE
 from hyptree.utils.files import atomic_open
@@ -61,10 +62,8 @@ __all__ = [
     "plot_run",
 ]
 
-CURVATURE_KEYS = (("curv_text", "c_t (text)"), ("curv_image", "c_i (image)"),
-                  ("curv_inter", "c_m (intermediate)"))
-_NOT_LOSSES = {"epoch", "iteration", "iter", "step", "lr", "time", "eta", "batch_time",
-               "data_time", "num_batches"}
+CURVATURE_KEYS = (("curv_text", "c_t (text)"), ("curv_image", "c_i (image)"), ("curv_inter", "c_m (intermediate)"))
+_NOT_LOSSES = {"epoch", "iteration", "iter", "step", "lr", "time", "eta", "batch_time", "data_time", "num_batches"}
 
 
 def _save(fig: Figure, out_png: str) -> str:
@@ -136,8 +135,9 @@ def plot_curvatures(train_log_path: str, out_png: str) -> str:
             ax.plot(x[ok], y[ok], style, lw=1.8, label=f"{label}: {y[ok][-1]:.4g}")
             drawn += 1
     if not drawn:
-        raise ValueError(f"{train_log_path}: no curvature values (curv_text/curv_image/curv_inter); "
-                         f"a euclidean run has none")
+        raise ValueError(
+            f"{train_log_path}: no curvature values (curv_text/curv_image/curv_inter); a euclidean run has none"
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("curvature c (manifold curvature is -c)")
     ax.set_title("Learned curvatures")
@@ -153,8 +153,13 @@ def plot_losses(train_log_path: str, out_png: str) -> str:
     keys = []
     for r in records:
         for k, v in r.items():
-            if (k not in keys and k not in _NOT_LOSSES and not k.startswith("curv")
-                    and isinstance(v, (int, float)) and not isinstance(v, bool)):
+            if (
+                k not in keys
+                and k not in _NOT_LOSSES
+                and not k.startswith("curv")
+                and isinstance(v, (int, float))
+                and not isinstance(v, bool)
+            ):
                 keys.append(k)
     if not keys:
         raise ValueError(f"{train_log_path}: no loss values")
@@ -215,8 +220,9 @@ def plot_depth_accuracy(results, out_png: str, labels: Sequence[str] | None = No
     if labels is None:
         labels = [_run_label(r) for r in recs]
         if len(set(labels)) < len(labels):
-            labels = [f"{lab} seed{r.get('seed')}" if r.get("seed") is not None else lab
-                      for lab, r in zip(labels, recs)]
+            labels = [
+                f"{lab} seed{r.get('seed')}" if r.get("seed") is not None else lab for lab, r in zip(labels, recs)
+            ]
         if len(set(labels)) < len(labels):
             labels = [f"{lab} #{i + 1}" for i, lab in enumerate(labels)]
     elif len(labels) != len(recs):
@@ -246,103 +252,32 @@ def plot_depth_accuracy(results, out_png: str, labels: Sequence[str] | None = No
 # --------------------------------------------------------------------------- Poincaré view
 
 
-def node_depths(parent: np.ndarray) -> np.ndarray:
-    """Depth of every node (root 0) from a parent array (-1 for the root)."""
-    parent = np.asarray(parent, dtype=int)
-    n = len(parent)
-    depth = np.full(n, -1, dtype=int)
-    for i in range(n):
-        path, j = [], i
-        while j >= 0 and depth[j] < 0:
-            if j in path or len(path) > n:
-                raise ValueError(f"parent array has a cycle through node {j}")
-            if not -1 <= parent[j] < n:
-                raise ValueError(f"node {j} has parent {parent[j]}, outside 0..{n - 1}")
-            path.append(j)
-            j = parent[j]
-        base = -1 if j < 0 else depth[j]
-        for k, node in enumerate(reversed(path)):
-            depth[node] = base + 1 + k
-    return depth
-
-
-def project_2d(features: np.ndarray, scale: float = 10.0) -> np.ndarray:
-    """``(N, D)`` features -> ``(N, 2)`` tangent vectors (steps 1-2 of the module doc).
-
-    Rows of NaN stay NaN. Zero rows (the root, which has no prompt and is never embedded)
-    sit at the origin, the apex of every entailment cone, and stay out of the PCA. The
-    farthest node gets norm ``scale``.
-    """
-    f = np.asarray(features, dtype=np.float64)
-    out = np.full((len(f), 2), np.nan)
-    finite = np.isfinite(f).all(axis=1)
-    zero = finite & (np.abs(np.where(finite[:, None], f, 0.0)).sum(axis=1) == 0)
-    out[zero] = 0.0
-    ok = finite & ~zero
-    if ok.sum() == 0:
-        return out
-    u = f[ok] / np.maximum(np.linalg.norm(f[ok], axis=1, keepdims=True), 1e-12)
-    x = u - u.mean(axis=0)
-    if len(x) >= 2:
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        axes = vt[:2]
-        if len(axes) < 2:
-            axes = np.vstack([axes, np.zeros_like(axes)])
-        y = x @ axes.T
-    else:
-        y = np.zeros((len(x), 2))
-    r = np.linalg.norm(y, axis=1).max()
-    out[ok] = y * (scale / r) if r > 0 else y
-    return out
-
-
-def to_poincare_disk(v: np.ndarray, curv: float) -> np.ndarray:
-    """Tangent vectors at the origin -> unit Poincaré disk, through the Lorentz model (step 3)."""
-    v = np.asarray(v, dtype=np.float64)
-    c = float(curv)
-    if not c > 0:
-        raise ValueError(f"curvature must be > 0, got {curv}")
-    sc = math.sqrt(c)
-    norm = np.linalg.norm(v, axis=-1, keepdims=True)
-    z = np.minimum(sc * norm, 300.0)  # sinh(z)^2 stays finite in float64; tanh(150) == 1
-    factor = np.where(z > 1e-8, np.sinh(z) / np.maximum(z, 1e-300), 1.0)
-    x = factor * v  # space part on the hyperboloid of curvature -c
-    t = np.sqrt(1.0 / c + np.sum(x * x, axis=-1, keepdims=True))
-    p = x / (1.0 + sc * t)  # Poincaré ball of radius 1/sqrt(c)
-    return sc * p
-
-
-def _geodesic(a: complex, b: complex, num: int = 16) -> np.ndarray:
-    """Points of the unit-disk geodesic from ``a`` to ``b`` (Möbius transport), shape (num, 2)."""
-    w = (b - a) / (1 - np.conj(a) * b)
-    r = abs(w)
-    if r < 1e-12:
-        pts = np.full(num, a, dtype=complex)
-    else:
-        s = np.tanh(np.linspace(0, 1, num) * np.arctanh(min(r, 1 - 1e-12))) * (w / r)
-        pts = (s + a) / (1 + np.conj(a) * s)
-    return np.stack([pts.real, pts.imag], axis=1)
-
-
-def _draw_tree(ax, pos, parent, depth, cmap, norm_depth, marker, curved, size, label_nodes, names,
-               edge_style="-"):
+def _draw_tree(ax, pos, parent, depth, cmap, norm_depth, marker, curved, size, label_nodes, names, edge_style="-"):
     ok = np.isfinite(pos).all(axis=1)
     segs, colours = [], []
     for child, par in enumerate(parent):
         if par < 0 or not (ok[child] and ok[par]):
             continue
         a, b = complex(*pos[par]), complex(*pos[child])
-        segs.append(_geodesic(a, b) if curved else np.array([pos[par], pos[child]]))
+        segs.append(geodesic(a, b) if curved else np.array([pos[par], pos[child]]))
         colours.append(cmap(norm_depth(depth[child])))
     if segs:
-        ax.add_collection(LineCollection(segs, colors=colours, linewidths=0.8, alpha=0.6,
-                                         linestyles=edge_style, zorder=1))
+        ax.add_collection(
+            LineCollection(segs, colors=colours, linewidths=0.8, alpha=0.6, linestyles=edge_style, zorder=1)
+        )
     sizes = np.maximum(size / (1 + depth[ok]), 6)
-    ax.scatter(pos[ok, 0], pos[ok, 1], c=[cmap(norm_depth(d)) for d in depth[ok]], s=sizes,
-               marker=marker, edgecolors="k", linewidths=0.3, zorder=2)
+    ax.scatter(
+        pos[ok, 0],
+        pos[ok, 1],
+        c=[cmap(norm_depth(d)) for d in depth[ok]],
+        s=sizes,
+        marker=marker,
+        edgecolors="k",
+        linewidths=0.3,
+        zorder=2,
+    )
     for i in np.flatnonzero(ok & label_nodes):
-        ax.annotate(str(names[i]), pos[i], fontsize=7, xytext=(3, 3), textcoords="offset points",
-                    zorder=3)
+        ax.annotate(str(names[i]), pos[i], fontsize=7, xytext=(3, 3), textcoords="offset points", zorder=3)
 
 
 def _scalar(data, key) -> float:
@@ -361,8 +296,8 @@ def plot_poincare(embeddings_npz, out_png: str, scale: float = 10.0, max_labels:
     return _save(poincare_figure(embeddings_npz, scale, max_labels), out_png)
 
 
-def poincare_figure(embeddings_npz, scale: float = 10.0, max_labels: int = 16) -> Figure:
-    """The figure :func:`plot_poincare` saves: one panel per tree (+ a joint one on ``c_m``)."""
+def _read_embeddings(embeddings_npz):
+    """``(data dict, text (N, D), image (N, D), parent (N,), names (N,))`` from a run's npz or a dict."""
     if isinstance(embeddings_npz, (str, os.PathLike)):
         with np.load(embeddings_npz, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -379,13 +314,25 @@ def poincare_figure(embeddings_npz, scale: float = 10.0, max_labels: int = 16) -
     if text.shape[0] != n or image.shape[0] != n:
         raise ValueError(f"{source}: text {text.shape}, image {image.shape} and parent ({n},) disagree")
     names = np.asarray(data["names"]).astype(str) if "names" in data else np.arange(n).astype(str)
-    depth = node_depths(parent)
+    return data, text, image, parent, names
+
+
+def _label_nodes(depth: np.ndarray, max_labels: int) -> np.ndarray:
+    """Label the shallowest levels that together hold at most ``max_labels`` nodes."""
     levels = np.bincount(depth)
     label_depth = -1
     for d in range(len(levels)):
         if levels[: d + 1].sum() <= max_labels:
             label_depth = d
-    label_nodes = depth <= label_depth
+    return depth <= label_depth
+
+
+def poincare_figure(embeddings_npz, scale: float = 10.0, max_labels: int = 16) -> Figure:
+    """The figure :func:`plot_poincare` saves: one panel per tree (+ a joint one on ``c_m``)."""
+    data, text, image, parent, names = _read_embeddings(embeddings_npz)
+    n = len(parent)
+    depth = node_depths(parent)
+    label_nodes = _label_nodes(depth, max_labels)
     c_t, c_i, c_m = (_scalar(data, k) for k in ("curv_text", "curv_image", "curv_inter"))
 
     has_image = bool(np.isfinite(image).all(axis=1).any())
@@ -410,8 +357,20 @@ def poincare_figure(embeddings_npz, scale: float = 10.0, max_labels: int = 16) -
             trees = [(project_2d(feats, scale), marker, "-")]
         for v, mk, style in trees:
             pos = to_poincare_disk(v, c) if curved else v / scale
-            _draw_tree(ax, pos, parent, depth, cmap, norm_depth, mk, curved, 60.0,
-                       label_nodes if feats is not None else np.zeros(n, bool), names, style)
+            _draw_tree(
+                ax,
+                pos,
+                parent,
+                depth,
+                cmap,
+                norm_depth,
+                mk,
+                curved,
+                60.0,
+                label_nodes if feats is not None else np.zeros(n, bool),
+                names,
+                style,
+            )
         if curved:
             ax.add_patch(Circle((0, 0), 1.0, fill=False, lw=1.0, color="0.3"))
             sub = {"text tree": "c_t", "image tree": "c_i", "joint": "c_m"}[title]
@@ -425,13 +384,23 @@ def poincare_figure(embeddings_npz, scale: float = 10.0, max_labels: int = 16) -
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [Line2D([], [], marker="o", ls="", color=cmap(norm_depth(d)), label=f"depth {d}")
-               for d in range(int(depth.max()) + 1)]
+    handles = [
+        Line2D([], [], marker="o", ls="", color=cmap(norm_depth(d)), label=f"depth {d}")
+        for d in range(int(depth.max()) + 1)
+    ]
     if has_image:
-        handles += [Line2D([], [], marker="o", ls="-", color="0.4", label="text"),
-                    Line2D([], [], marker="^", ls="--", color="0.4", label="image")]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8,
-               frameon=False, bbox_to_anchor=(0.5, 0.0))
+        handles += [
+            Line2D([], [], marker="o", ls="-", color="0.4", label="text"),
+            Line2D([], [], marker="^", ls="--", color="0.4", label="image"),
+        ]
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=min(len(handles), 8),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.0),
+    )
     if any(np.isfinite(c) and c > 0 for _, _, c, _ in panels):
         fig.suptitle(f"Poincaré view: PCA of unit features, tangent norm <= {scale:g}", fontsize=10)
     else:

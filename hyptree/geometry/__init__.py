@@ -7,14 +7,15 @@
 
 Usage: ``from hyptree.geometry import lorentz, Curvatures, intermediate_curvature``.
 """
+
 from hyptree.geometry import lorentz
 from hyptree.geometry.curvature import (
-    manifold_distance,
     intermediate_curvature,
+    manifold_distance,
     path_radii,
     radii_from_ratio,
 )
-from hyptree.geometry.curvatures import CURVATURE_MODES, CurvatureState, Curvatures
+from hyptree.geometry.curvatures import CURVATURE_MODES, Curvatures, CurvatureState
 
 __all__ = [
     "lorentz",

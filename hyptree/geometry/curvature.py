@@ -22,6 +22,7 @@ local minimum exactly when ``r sqrt(c_ref) > 1`` (checked in the tests; this
 ``c``-in-the-denominator form is DESIGN's, the paper's ``sqrt(c_ref c)`` form is
 not stationary at ``c_ref``).
 """
+
 import math
 
 import torch
@@ -75,13 +76,13 @@ def _d(s, a, r):
 def _d_s(s, a, r):
     """dD/ds (the solver uses :func:`_d_s_ss`; kept as its second formula)."""
     ch, sh = _czs(s, a, r)
-    return 1.0 / s ** 3 + r * sh / (a * s) - ch / (a * s * s)
+    return 1.0 / s**3 + r * sh / (a * s) - ch / (a * s * s)
 
 
 def _d_ss(s, a, r):
     """d2D/ds2."""
     ch, sh = _czs(s, a, r)
-    return -3.0 / s ** 4 + r * r * ch / (a * s) - 2.0 * r * sh / (a * s * s) + 2.0 * ch / (a * s ** 3)
+    return -3.0 / s**4 + r * r * ch / (a * s) - 2.0 * r * sh / (a * s * s) + 2.0 * ch / (a * s**3)
 
 
 def _d_s_ss(s, a, r):
@@ -90,8 +91,8 @@ def _d_s_ss(s, a, r):
     p = ch / (a * s)
     q = r * sh / (a * s)
     inv_s = s.reciprocal()
-    d_s = inv_s ** 3 + q - p * inv_s
-    d_ss = -3.0 * inv_s ** 4 + r * r * p + 2.0 * inv_s * (p * inv_s - q)
+    d_s = inv_s**3 + q - p * inv_s
+    d_ss = -3.0 * inv_s**4 + r * r * p + 2.0 * inv_s * (p * inv_s - q)
     return d_s, d_ss
 
 
@@ -180,9 +181,7 @@ def _solve(c_t, c_i, r_t, r_i, iters, newton_steps):
 
     # the ends themselves are candidates (a minimum on an end is then hit exactly)
     f_lo, f_hi = f(lo.log()), f(hi.log())
-    c = torch.where(
-        (f_lo <= f_best) & (f_lo <= f_hi), lo, torch.where(f_hi <= f_best, hi, torch.exp(u_best))
-    )
+    c = torch.where((f_lo <= f_best) & (f_lo <= f_hi), lo, torch.where(f_hi <= f_best, hi, torch.exp(u_best)))
 
     # safeguarded Newton on dF/dc = 0, confined to the final golden bracket widened by
     # its width and by _NEWTON_MARGIN: comparisons of F cannot locate a flat minimum
@@ -350,7 +349,7 @@ def path_radii(image_feats, text_feats, c_t, c_i, kappa=3.0):
         ratio = torch.ones((), dtype=torch.float64, device=image_feats.device)
     else:
         tiny = 1e-30
-        ratio = torch.where(
-            (n_i <= tiny) & (n_t <= tiny), torch.ones_like(n_i), n_i / n_t.clamp_min(tiny)
-        ).clamp(*RATIO_RANGE)
+        ratio = torch.where((n_i <= tiny) & (n_t <= tiny), torch.ones_like(n_i), n_i / n_t.clamp_min(tiny)).clamp(
+            *RATIO_RANGE
+        )
     return radii_from_ratio(ratio, c_t, c_i, kappa)

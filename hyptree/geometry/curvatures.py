@@ -5,8 +5,9 @@ against it); :class:`Curvatures` holds the ``log c`` parameters and returns a
 :class:`CurvatureState` per step, solving the intermediate curvature with
 :func:`hyptree.geometry.curvature.intermediate_curvature` in the ``intermediate`` mode.
 """
+
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -22,9 +23,9 @@ CURVATURE_MODES = ("euclidean", "shared", "separate", "intermediate")
 class CurvatureState(NamedTuple):
     """Curvatures used in one step: 0-d tensors (``None`` in Euclidean mode)."""
 
-    text: Optional[torch.Tensor]
-    image: Optional[torch.Tensor]
-    inter: Optional[torch.Tensor]
+    text: torch.Tensor | None
+    image: torch.Tensor | None
+    inter: torch.Tensor | None
     euclidean: bool
 
 

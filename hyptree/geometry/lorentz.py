@@ -42,6 +42,7 @@ nearly radially aligned have distances/angles with few correct digits: that is a
 property of the space-component representation (the answer is a small difference
 of large numbers), not of these formulas.
 """
+
 import math
 
 import torch
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 #: Cap on ``sqrt(c) |v|`` in :func:`exp_map0`: ``sinh(MAX_SINH_ARG) = 2**15``.
-MAX_SINH_ARG = math.asinh(2.0 ** 15)
+MAX_SINH_ARG = math.asinh(2.0**15)
 
 # Below this |z| the Taylor series of sinh(z)/z and asinh(z)/z are used.
 _TAYLOR_Z = 1e-3
@@ -112,7 +113,7 @@ def _sumsq(x, keepdim=False):
 
 def _sinhc(z2, z_cap):
     """``sinh(min(z, z_cap)) / z`` from ``z2 = z**2``; 1 at z = 0, smooth there."""
-    small = z2 < _TAYLOR_Z ** 2
+    small = z2 < _TAYLOR_Z**2
     z = torch.where(small, torch.ones_like(z2), z2).sqrt()
     series = 1.0 + z2 / 6.0 + z2 * z2 / 120.0
     return torch.where(small, series, torch.sinh(z.clamp_max(z_cap)) / z)
@@ -120,7 +121,7 @@ def _sinhc(z2, z_cap):
 
 def _asinhc(z2):
     """``asinh(z) / z`` from ``z2 = z**2``; 1 at z = 0, smooth there."""
-    small = z2 < _TAYLOR_Z ** 2
+    small = z2 < _TAYLOR_Z**2
     z = torch.where(small, torch.ones_like(z2), z2).sqrt()
     series = 1.0 - z2 / 6.0 + 0.075 * z2 * z2
     return torch.where(small, series, torch.asinh(z) / z)
@@ -360,7 +361,7 @@ def euclidean_exterior_angle(x, y):
     sx, sd = _sumsq(x), _sumsq(delta)
     ok = (sx > tiny) & (sd > tiny)
     one = torch.ones_like(sx)
-    den = (torch.where(ok, sx, one).sqrt() * torch.where(ok, sd, one).sqrt())
+    den = torch.where(ok, sx, one).sqrt() * torch.where(ok, sd, one).sqrt()
     cos = torch.where(ok, (x * delta).sum(-1) / den, torch.zeros_like(sx))
     e = _eps(cos.dtype)
     return torch.acos(cos.clamp(-1.0 + e, 1.0 - e))

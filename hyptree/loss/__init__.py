@@ -6,6 +6,7 @@
 
 Usage: ``from hyptree.loss import HierarchicalObjective, ObjectiveSettings, tree_cut_loss``.
 """
+
 from hyptree.loss.objective import (
     CROSS_TERMS,
     PRESETS,

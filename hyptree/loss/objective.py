@@ -18,6 +18,7 @@ Paths have different lengths in real taxonomies. Every alignment term works on t
 *valid* path entries only, selected with the path mask (never zero padding): a
 padded zero vector would sit at the origin, where cones are undefined.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,7 +75,6 @@ class ObjectiveSettings:
             raise ValueError(f"preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
         if self.cross not in CROSS_TERMS:
             raise ValueError(f"cross term {self.cross!r}; expected one of {', '.join(CROSS_TERMS)}")
-
 
 
 def gather_paths(node_feats: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
@@ -153,8 +153,9 @@ class HierarchicalObjective(nn.Module):
     Holds the ``Curvatures`` (learnable) and a seeded generator for training tree cuts.
     """
 
-    def __init__(self, taxonomy: Taxonomy, settings: ObjectiveSettings,
-                 curvatures: Curvatures | None = None, seed: int = 0):
+    def __init__(
+        self, taxonomy: Taxonomy, settings: ObjectiveSettings, curvatures: Curvatures | None = None, seed: int = 0
+    ):
         super().__init__()
         if settings.preset == "hyptree" and curvatures is None:
             raise ValueError("the hyptree preset needs a Curvatures module")
@@ -169,9 +170,13 @@ class HierarchicalObjective(nn.Module):
         self._paths = torch.as_tensor(np.where(mask, paths, 0), dtype=torch.long)
         self._mask = torch.as_tensor(mask, dtype=torch.bool)
 
-    def forward(self, scores: torch.Tensor, labels: torch.Tensor,
-                text_feats: torch.Tensor | None = None,
-                image_feats: torch.Tensor | None = None) -> dict:
+    def forward(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        text_feats: torch.Tensor | None = None,
+        image_feats: torch.Tensor | None = None,
+    ) -> dict:
         """scores ``(B, num_nodes)`` (scaled logits), labels ``(B,)`` class ids.
 
         text_feats ``(num_nodes, D)``: node text features; image_feats ``(B, num_nodes, D)``
@@ -226,10 +231,10 @@ class HierarchicalObjective(nn.Module):
         t_valid, v_valid = t.index_select(0, valid), v.index_select(0, valid)  # (P, D)
         curv: CurvatureState = self.curvatures(text_feats=t_valid, image_feats=v_valid)
         out = {
-            "text_ent": _masked_mean(_entail(t.index_select(0, parent), t.index_select(0, child),
-                                             curv.text, s.cone_k)),
-            "image_ent": _masked_mean(_entail(v.index_select(0, parent), v.index_select(0, child),
-                                              curv.image, s.cone_k)),
+            "text_ent": _masked_mean(_entail(t.index_select(0, parent), t.index_select(0, child), curv.text, s.cone_k)),
+            "image_ent": _masked_mean(
+                _entail(v.index_select(0, parent), v.index_select(0, child), curv.image, s.cone_k)
+            ),
         }
         if s.cross == "entailment":
             out["cross"] = _masked_mean(_entail(t_valid, v_valid, curv.inter, s.cone_k))
@@ -259,8 +264,7 @@ class HierarchicalObjective(nn.Module):
         """Text centroid nearer the origin than the image centroid (distances from origin)."""
         r_text, r_image = self.settings.centroid_radii
         origin = lambda p: lorentz.dist(p, torch.zeros_like(p), c)  # noqa: E731
-        return ((origin(einstein_midpoint(x, c)) - r_text).abs()
-                + (origin(einstein_midpoint(y, c)) - r_image).abs())
+        return (origin(einstein_midpoint(x, c)) - r_text).abs() + (origin(einstein_midpoint(y, c)) - r_image).abs()
 
 
 def _masked_mean(values: torch.Tensor) -> torch.Tensor:

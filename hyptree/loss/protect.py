@@ -15,9 +15,10 @@ device on first use.
   ``average="node"`` it is ProTeCt's reference reduction instead: per internal node
   the mean over the samples passing it, then the mean over the nodes seen in the batch.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -51,10 +52,12 @@ def node_centric_loss(
     if average == "sample":
         return (nll.sum(1) / mask.sum(1)).mean()
     if average == "node":
-        I = (index or ProTeCtIndex.of(taxonomy)).child_ids.shape[0]
+        n_internal = (index or ProTeCtIndex.of(taxonomy)).child_ids.shape[0]
         flat_rows = rows[mask]
-        tot = torch.zeros(I, dtype=nll.dtype, device=nll.device).index_add_(0, flat_rows, nll[mask])
-        cnt = torch.zeros(I, dtype=nll.dtype, device=nll.device).index_add_(0, flat_rows, torch.ones_like(nll[mask]))
+        tot = torch.zeros(n_internal, dtype=nll.dtype, device=nll.device).index_add_(0, flat_rows, nll[mask])
+        cnt = torch.zeros(n_internal, dtype=nll.dtype, device=nll.device).index_add_(
+            0, flat_rows, torch.ones_like(nll[mask])
+        )
         seen = cnt > 0
         return (tot[seen] / cnt[seen]).mean()
     raise ValueError(f"average must be 'sample' or 'node', got {average!r}")

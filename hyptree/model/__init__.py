@@ -12,7 +12,10 @@
 
 Usage: ``from hyptree.model import HierarchicalCLIP, load_clip, tiny_clip``.
 """
+
 # loading first: it imports the clip package with its pkg_resources warning silenced
+from hyptree.model.fusion import TextGuidedSelection
+from hyptree.model.hierarchical import HierarchicalCLIP
 from hyptree.model.loading import (
     PRECISIONS,
     build_clip,
@@ -20,17 +23,6 @@ from hyptree.model.loading import (
     load_clip,
     tiny_clip,
     to_openai_state_dict,
-)
-from hyptree.model.towers import TextTower, VisionTower, scale_layers
-from hyptree.model.tokens import tokenize_prompts
-from hyptree.model.promptsrc import (
-    DEFAULT_TEMPLATES,
-    IMAGE_LOSS_WEIGHT,
-    TEXT_LOSS_WEIGHT,
-    GaussianPromptAggregator,
-    SelfRegulation,
-    frozen_text_features,
-    self_regulating_losses,
 )
 from hyptree.model.prompts import (
     BACKBONES,
@@ -42,8 +34,17 @@ from hyptree.model.prompts import (
     build_prompt_learner,
     freeze,
 )
-from hyptree.model.fusion import TextGuidedSelection
-from hyptree.model.hierarchical import HierarchicalCLIP
+from hyptree.model.promptsrc import (
+    DEFAULT_TEMPLATES,
+    IMAGE_LOSS_WEIGHT,
+    TEXT_LOSS_WEIGHT,
+    GaussianPromptAggregator,
+    SelfRegulation,
+    frozen_text_features,
+    self_regulating_losses,
+)
+from hyptree.model.tokens import tokenize_prompts
+from hyptree.model.towers import TextTower, VisionTower, scale_layers
 
 __all__ = [
     "PRECISIONS",

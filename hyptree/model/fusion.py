@@ -10,6 +10,7 @@ so ``v_n`` is a convex combination of the layer tokens, picked by the node. Beca
 depends only on the image and on node ``n``, one image pass and one text pass over all nodes
 give every score the metrics need.
 """
+
 import math
 
 import torch
@@ -49,12 +50,17 @@ class TextGuidedSelection(nn.Module):
             text: ``(N, D)`` text node features.
             layer_tokens: ``(B, M, D)`` image layer tokens.
         """
-        if text.dim() != 2 or layer_tokens.dim() != 3 or text.shape[-1] != self.dim \
-                or layer_tokens.shape[-1] != self.dim:
-            raise ValueError(f"expected text (N, {self.dim}) and layer_tokens (B, M, {self.dim}), "
-                             f"got {tuple(text.shape)} and {tuple(layer_tokens.shape)}")
-        dtype = torch.promote_types(torch.promote_types(text.dtype, layer_tokens.dtype),
-                                    self.q.weight.dtype)
+        if (
+            text.dim() != 2
+            or layer_tokens.dim() != 3
+            or text.shape[-1] != self.dim
+            or layer_tokens.shape[-1] != self.dim
+        ):
+            raise ValueError(
+                f"expected text (N, {self.dim}) and layer_tokens (B, M, {self.dim}), "
+                f"got {tuple(text.shape)} and {tuple(layer_tokens.shape)}"
+            )
+        dtype = torch.promote_types(torch.promote_types(text.dtype, layer_tokens.dtype), self.q.weight.dtype)
         query = F.linear(text.to(dtype), self.q.weight.to(dtype), self.q.bias.to(dtype))
         key = F.linear(layer_tokens.to(dtype), self.k.weight.to(dtype), self.k.bias.to(dtype))
         # (B, M, D) @ (D, N) -> (B, M, N): memory O(B*M*N), no (B, N, M, D) intermediate

@@ -14,6 +14,7 @@ Only the prompts (and MaPLe's coupling layers), the cross-attention query/key an
 curvatures are trainable; the CLIP weights are frozen. Backbone-specific loss terms
 (PromptSRC's self-regulation) come from the prompt learner's ``extra_losses``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,11 +49,20 @@ class HierarchicalCLIP(nn.Module):
         curvature: keyword options of ``Curvatures`` (mode, c0, learn, kappa).
     """
 
-    def __init__(self, clip_model, taxonomy: Taxonomy, backbone: str = "maple",
-                 preset: str = "hyptree", prompt_options: dict | None = None,
-                 layers=(4, 7), image_tree: bool = True, pass_through: bool = True,
-                 settings: ObjectiveSettings | None = None, curvature: dict | None = None,
-                 seed: int = 0):
+    def __init__(
+        self,
+        clip_model,
+        taxonomy: Taxonomy,
+        backbone: str = "maple",
+        preset: str = "hyptree",
+        prompt_options: dict | None = None,
+        layers=(4, 7),
+        image_tree: bool = True,
+        pass_through: bool = True,
+        settings: ObjectiveSettings | None = None,
+        curvature: dict | None = None,
+        seed: int = 0,
+    ):
         super().__init__()
         settings = settings or ObjectiveSettings(preset=preset)
         if settings.preset != preset:
@@ -69,7 +79,8 @@ class HierarchicalCLIP(nn.Module):
         self.keep_layers = tuple(scale_layers(layers, depth)) if self.hierarchical_image else ()
         self.pass_through = pass_through
         self.prompt_learner = build_prompt_learner(
-            backbone, clip_model, self._node_names(taxonomy), **(prompt_options or {}))
+            backbone, clip_model, self._node_names(taxonomy), **(prompt_options or {})
+        )
         dim = clip_model.text_projection.shape[1]
         self.fusion = TextGuidedSelection(dim) if self.hierarchical_image else None
         curvatures = Curvatures(**(curvature or {})) if preset == "hyptree" else None
@@ -107,8 +118,12 @@ class HierarchicalCLIP(nn.Module):
         """One vision-tower pass: final ``(B, D)`` and layer tokens ``(B, m+1, D)`` or None."""
         p = self.prompt_learner() if prompts is None else prompts
         final, tokens = self.vision_tower(
-            images, shallow_prompts=p.vision_shallow, deep_prompts=p.vision_deep,
-            keep_layers=self.keep_layers, pass_through=self.pass_through)
+            images,
+            shallow_prompts=p.vision_shallow,
+            deep_prompts=p.vision_deep,
+            keep_layers=self.keep_layers,
+            pass_through=self.pass_through,
+        )
         return final.float(), (tokens.float() if tokens is not None else None)
 
     def node_image_features(self, text: torch.Tensor, final: torch.Tensor, tokens) -> torch.Tensor:
@@ -150,7 +165,8 @@ class HierarchicalCLIP(nn.Module):
         out = self.objective(scores, labels, text_feats=text, image_feats=node_image)
         # the root (row/column 0) has no prompt: the learner sees its names' rows only
         extra = self.prompt_learner.extra_losses(
-            images, text[1:], final, scores[:, 1:], self._class_rows(scores.device))
+            images, text[1:], final, scores[:, 1:], self._class_rows(scores.device)
+        )
         if extra:
             out.update(extra)
             out["total"] = out["total"] + functools.reduce(operator.add, extra.values())

@@ -12,6 +12,7 @@ Works on the ``clip`` package's model class (PyPI ``openai-clip``) and on the mo
 copies vendored by MaPLe / PromptSRC (see :data:`PLAIN_DESIGN`). Running the towers is
 :mod:`hyptree.model.towers`.
 """
+
 import inspect
 import os
 import pickle
@@ -87,8 +88,9 @@ def load_clip(name_or_path, device="cpu", download_root=None, precision=None, te
     elif os.path.isfile(path):
         model = build_clip(_read_checkpoint(path), text_heads=text_heads, source=path)
     else:
-        raise FileNotFoundError(_missing_weights_message(
-            name_or_path, root, "it is neither a known model name nor an existing file"))
+        raise FileNotFoundError(
+            _missing_weights_message(name_or_path, root, "it is neither a known model name nor an existing file")
+        )
     return _apply_precision(model, precision, device)
 
 
@@ -101,9 +103,11 @@ def _load_named(name, root):
             warnings.simplefilter("ignore", UserWarning)  # clip warns before re-downloading
             path = clip.clip._download(url, root)
     except Exception as error:  # offline, proxy, disk, checksum: one clear message, cause chained
-        why = (f"{target} exists but does not match the published SHA256 and could not be "
-               f"downloaded again ({error})" if existed
-               else f"downloading it to {target} failed ({error})")
+        why = (
+            f"{target} exists but does not match the published SHA256 and could not be downloaded again ({error})"
+            if existed
+            else f"downloading it to {target} failed ({error})"
+        )
         raise RuntimeError(_missing_weights_message(name, root, why)) from error
     return build_clip(_read_checkpoint(path), source=path)
 
@@ -142,7 +146,8 @@ def _read_checkpoint(path):
             f"{path} holds Python objects besides tensors, and loading those could run "
             f"arbitrary code, so it is not done here. If you trust the file, extract the "
             f"weights once: ckpt = torch.load(path, weights_only=False); "
-            f"torch.save(ckpt['state_dict'], 'clip_weights.pt')") from error
+            f"torch.save(ckpt['state_dict'], 'clip_weights.pt')"
+        ) from error
 
 
 # Wrapper keys of training checkpoints (open_clip saves {"epoch", "name", "state_dict", ...}).
@@ -150,11 +155,12 @@ _WRAPPERS = ("state_dict", "model", "module")
 # Keys with no counterpart in OpenAI's CLIP class, safe to drop: SigLIP's logit bias, causal
 # masks saved as buffers by older open_clip versions, and the scalar extras of OpenAI's
 # TorchScript archives.
-_DROP = re.compile(r"^(logit_bias|attn_mask|visual\.attn_mask|input_resolution|context_length|"
-                   r"vocab_size)$")
+_DROP = re.compile(
+    r"^(logit_bias|attn_mask|visual\.attn_mask|input_resolution|context_length|"
+    r"vocab_size)$"
+)
 # open_clip's CustomTextCLIP keeps the text tower under "text."; these are its names.
-_TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.",
-              "text_projection", "attn_mask")
+_TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection", "attn_mask")
 
 
 def to_openai_state_dict(checkpoint):
@@ -183,11 +189,11 @@ def to_openai_state_dict(checkpoint):
         bad = sorted(k for k, v in sd.items() if not torch.is_tensor(v)) if isinstance(sd, dict) else []
         raise ValueError(f"not a CLIP state dict: non-tensor entries {bad[:8]}")
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     out = {}
     for key, value in sd.items():
-        if key.startswith("text.") and key[len("text."):].startswith(_TEXT_KEYS):
-            key = key[len("text."):]
+        if key.startswith("text.") and key[len("text.") :].startswith(_TEXT_KEYS):
+            key = key[len("text.") :]
         if _DROP.match(key):
             continue
         out[key] = value
@@ -217,8 +223,10 @@ def build_clip(state_dict, text_heads=None, source="state dict"):
     required = ("token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection")
     missing = [k for k in required if k not in sd]
     if missing or not any(k.startswith("visual.") for k in sd):
-        raise ValueError(f"{source}: not a CLIP checkpoint in OpenAI/OpenCLIP layout "
-                         f"(missing {missing or ['visual.*']}; first keys: {sorted(sd)[:6]})")
+        raise ValueError(
+            f"{source}: not a CLIP checkpoint in OpenAI/OpenCLIP layout "
+            f"(missing {missing or ['visual.*']}; first keys: {sorted(sd)[:6]})"
+        )
     if "visual.proj" in sd:  # ViT
         vision_width = sd["visual.conv1.weight"].shape[0]
         vision_layers = _count_blocks(sd, "visual.transformer.resblocks.")
@@ -252,7 +260,8 @@ def build_clip(state_dict, text_heads=None, source="state dict"):
             f"{source}: the checkpoint does not fit OpenAI's CLIP class; missing keys "
             f"{result.missing_keys[:8]}, unexpected keys {result.unexpected_keys[:8]} "
             f"(architectures with LayerScale, attention pooling, CoCa decoders or Hugging Face "
-            f"naming are not supported)")
+            f"naming are not supported)"
+        )
     return model.float().eval()
 
 
@@ -269,8 +278,15 @@ def cast_clip_weights(model, dtype):
             if module.bias is not None:
                 module.bias.data = module.bias.data.to(dtype)
         if isinstance(module, nn.MultiheadAttention):
-            for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
-                         "in_proj_bias", "bias_k", "bias_v"):
+            for name in (
+                "in_proj_weight",
+                "q_proj_weight",
+                "k_proj_weight",
+                "v_proj_weight",
+                "in_proj_bias",
+                "bias_k",
+                "bias_v",
+            ):
                 tensor = getattr(module, name)
                 if tensor is not None:
                     tensor.data = tensor.data.to(dtype)
@@ -289,15 +305,24 @@ def _apply_precision(model, precision, device):
     model.float()
     if precision in _HALF:
         if device.type == "cpu":
-            warnings.warn(f"precision {precision!r} on the CPU: using fp32 instead")
+            warnings.warn(f"precision {precision!r} on the CPU: using fp32 instead", stacklevel=2)
         else:
             cast_clip_weights(model, _HALF[precision])
     return model.to(device).eval()
 
 
-def tiny_clip(embed_dim=32, image_resolution=32, vision_layers=4, vision_width=64,
-              vision_patch_size=8, transformer_width=32, transformer_heads=2,
-              transformer_layers=2, context_length=77, seed=0):
+def tiny_clip(
+    embed_dim=32,
+    image_resolution=32,
+    vision_layers=4,
+    vision_width=64,
+    vision_patch_size=8,
+    transformer_width=32,
+    transformer_heads=2,
+    transformer_layers=2,
+    context_length=77,
+    seed=0,
+):
     """A random-weight ``clip.model.CLIP`` for tests: float32, eval mode, CPU.
 
     Vocabulary 49408 so ``clip.tokenize`` works. Vision heads follow CLIP's fixed
@@ -308,18 +333,25 @@ def tiny_clip(embed_dim=32, image_resolution=32, vision_layers=4, vision_width=6
     The global RNG state is left untouched.
     """
     if vision_width % 64:
-        raise ValueError(f"vision_width must be a multiple of 64 (CLIP uses width // 64 heads), "
-                         f"got {vision_width}")
+        raise ValueError(f"vision_width must be a multiple of 64 (CLIP uses width // 64 heads), got {vision_width}")
     if transformer_width % transformer_heads:
-        raise ValueError(f"transformer_width {transformer_width} is not divisible by "
-                         f"transformer_heads {transformer_heads}")
+        raise ValueError(
+            f"transformer_width {transformer_width} is not divisible by transformer_heads {transformer_heads}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _new_clip(
-            embed_dim=embed_dim, image_resolution=image_resolution, vision_layers=vision_layers,
-            vision_width=vision_width, vision_patch_size=vision_patch_size,
-            context_length=context_length, vocab_size=49408, transformer_width=transformer_width,
-            transformer_heads=transformer_heads, transformer_layers=transformer_layers)
+            embed_dim=embed_dim,
+            image_resolution=image_resolution,
+            vision_layers=vision_layers,
+            vision_width=vision_width,
+            vision_patch_size=vision_patch_size,
+            context_length=context_length,
+            vocab_size=49408,
+            transformer_width=transformer_width,
+            transformer_heads=transformer_heads,
+            transformer_layers=transformer_layers,
+        )
         model.initialize_parameters()
         with torch.no_grad():
             for name, param in model.named_parameters():
@@ -333,8 +365,14 @@ def tiny_clip(embed_dim=32, image_resolution=32, vision_layers=4, vision_width=6
 #: What MaPLe's / PromptSRC's vendored ``clip`` needs to build plain CLIP blocks: their
 #: ``CLIP`` takes a ``design_details`` dict and builds prompt-carrying blocks unless the
 #: trainer is CoOp with no prompt depth. Our towers add the prompts themselves.
-PLAIN_DESIGN = {"trainer": "CoOp", "vision_depth": 0, "language_depth": 0,
-                "vision_ctx": 0, "language_ctx": 0, "maple_length": 0}
+PLAIN_DESIGN = {
+    "trainer": "CoOp",
+    "vision_depth": 0,
+    "language_depth": 0,
+    "vision_ctx": 0,
+    "language_ctx": 0,
+    "maple_length": 0,
+}
 
 
 def _new_clip(**dims):
@@ -357,8 +395,7 @@ def main(argv=None):
     """
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m hyptree clip",
-                                     description="CLIP weight utilities")
+    parser = argparse.ArgumentParser(prog="python -m hyptree clip", description="CLIP weight utilities")
     sub = parser.add_subparsers(dest="command", required=True)
     tiny = sub.add_parser("make-tiny", help="write a random tiny CLIP (for CPU smoke runs)")
     tiny.add_argument("out", help="output file (a torch state dict, e.g. tiny_clip.pt)")
@@ -372,16 +409,23 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.image_size % args.patch_size:
         parser.error(f"--image-size {args.image_size} is not a multiple of --patch-size {args.patch_size}")
-    model = tiny_clip(embed_dim=args.embed_dim, image_resolution=args.image_size,
-                      vision_layers=args.vision_layers, vision_patch_size=args.patch_size,
-                      transformer_width=args.text_width,
-                      transformer_heads=max(1, args.text_width // 64),
-                      transformer_layers=args.text_layers, seed=args.seed)
+    model = tiny_clip(
+        embed_dim=args.embed_dim,
+        image_resolution=args.image_size,
+        vision_layers=args.vision_layers,
+        vision_patch_size=args.patch_size,
+        transformer_width=args.text_width,
+        transformer_heads=max(1, args.text_width // 64),
+        transformer_layers=args.text_layers,
+        seed=args.seed,
+    )
     out = os.path.expanduser(args.out)
     if os.path.dirname(out):
         os.makedirs(os.path.dirname(out), exist_ok=True)
     torch.save(model.state_dict(), out)
     params = sum(p.numel() for p in model.parameters())
-    print(f"wrote {out}: tiny CLIP, {params:,} parameters, {args.image_size}px input, "
-          f"{args.vision_layers} vision / {args.text_layers} text blocks")
+    print(
+        f"wrote {out}: tiny CLIP, {params:,} parameters, {args.image_size}px input, "
+        f"{args.vision_layers} vision / {args.text_layers} text blocks"
+    )
     return 0

@@ -26,9 +26,10 @@ returns nothing by default, PromptSRC's returns its self-regulating terms
 (:class:`hyptree.model.promptsrc.SelfRegulation`), and the model adds whatever it gets.
 :data:`BACKBONES` lists the learner kinds :func:`build_prompt_learner` knows.
 """
+
 import copy
 from collections import OrderedDict
-from typing import List, NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -61,9 +62,9 @@ class PromptOutput(NamedTuple):
 
     token_embeds: torch.Tensor
     tokens: torch.Tensor
-    text_deep: Optional[List[torch.Tensor]] = None
-    vision_shallow: Optional[torch.Tensor] = None
-    vision_deep: Optional[List[torch.Tensor]] = None
+    text_deep: list[torch.Tensor] | None = None
+    vision_shallow: torch.Tensor | None = None
+    vision_deep: list[torch.Tensor] | None = None
 
 
 def freeze(clip_model):
@@ -111,8 +112,9 @@ class PromptLearner(nn.Module):
         known = min(n_ctx, len(init_ids))
         with torch.no_grad():
             if known:
-                vectors[:known] = embedding.weight[torch.tensor(init_ids[:known],
-                                                   device=embedding.weight.device)].float().cpu()
+                vectors[:known] = (
+                    embedding.weight[torch.tensor(init_ids[:known], device=embedding.weight.device)].float().cpu()
+                )
         self.ctx = nn.Parameter(vectors)
         placeholder = tokenizer().encode("X")[0]
         # ids at the context positions only matter for readability: their embeddings are replaced
@@ -150,7 +152,7 @@ class PromptLearner(nn.Module):
         weight = self._token_embedding.weight
         embeds = F.embedding(self.tokens, weight).to(self.ctx.dtype)
         ctx = self.ctx.unsqueeze(0).expand(len(self.names), -1, -1)
-        embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + self.n_ctx:]], dim=1)
+        embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + self.n_ctx :]], dim=1)
         return embeds, self.tokens
 
     def forward(self):
@@ -193,8 +195,10 @@ class CoOpPromptLearner(PromptLearner):
 
     def __init__(self, clip_model, names, n_ctx=None, ctx_init="", truncate=True, csc=False):
         if csc:
-            raise ValueError("class-specific context (csc) is not supported: it cannot transfer "
-                             "to another name set; use a unified context")
+            raise ValueError(
+                "class-specific context (csc) is not supported: it cannot transfer "
+                "to another name set; use a unified context"
+            )
         super().__init__(clip_model, names, n_ctx, ctx_init, truncate)
 
 
@@ -222,18 +226,16 @@ class MaPLePromptLearner(PromptLearner):
         _check_depth(depth, len(clip_model.visual.transformer.resblocks), "vision")
         self.depth = depth
         self.text_deep = nn.ParameterList(
-            [nn.Parameter(torch.empty(self.n_ctx, self.text_width).normal_(std=0.02))
-             for _ in range(depth - 1)])
+            [nn.Parameter(torch.empty(self.n_ctx, self.text_width).normal_(std=0.02)) for _ in range(depth - 1)]
+        )
         self.proj = nn.Linear(self.text_width, self.vision_width)
-        self.deep_proj = nn.ModuleList(
-            [nn.Linear(self.text_width, self.vision_width) for _ in range(depth - 1)])
+        self.deep_proj = nn.ModuleList([nn.Linear(self.text_width, self.vision_width) for _ in range(depth - 1)])
 
     def forward(self):
         embeds, tokens = self.text_inputs()
         text_deep = list(self.text_deep)
         vision_deep = [proj(p) for proj, p in zip(self.deep_proj, text_deep)]
-        return PromptOutput(embeds, tokens, text_deep or None, self.proj(self.ctx),
-                            vision_deep or None)
+        return PromptOutput(embeds, tokens, text_deep or None, self.proj(self.ctx), vision_deep or None)
 
 
 class PromptSRCPromptLearner(PromptLearner):
@@ -253,13 +255,22 @@ class PromptSRCPromptLearner(PromptLearner):
 
     default_n_ctx = 4
 
-    def __init__(self, clip_model, names, n_ctx_text=4, n_ctx_vision=4, ctx_init="a photo of a",
-                 depth_text=9, depth_vision=9, truncate=True, text_weight=TEXT_LOSS_WEIGHT,
-                 image_weight=IMAGE_LOSS_WEIGHT):
+    def __init__(
+        self,
+        clip_model,
+        names,
+        n_ctx_text=4,
+        n_ctx_vision=4,
+        ctx_init="a photo of a",
+        depth_text=9,
+        depth_vision=9,
+        truncate=True,
+        text_weight=TEXT_LOSS_WEIGHT,
+        image_weight=IMAGE_LOSS_WEIGHT,
+    ):
         super().__init__(clip_model, names, n_ctx_text, ctx_init, truncate)
         if depth_text < 1 or depth_vision < 0:
-            raise ValueError(f"PromptSRC needs depth_text >= 1 and depth_vision >= 0, got "
-                             f"{depth_text}, {depth_vision}")
+            raise ValueError(f"PromptSRC needs depth_text >= 1 and depth_vision >= 0, got {depth_text}, {depth_vision}")
         if depth_vision and self.vision_width is None:
             raise TypeError("vision prompts need a ViT CLIP backbone")
         _check_depth(depth_text, len(clip_model.transformer.resblocks), "text")
@@ -268,28 +279,28 @@ class PromptSRCPromptLearner(PromptLearner):
         self.depth_text, self.depth_vision, self.n_ctx_vision = depth_text, depth_vision, n_ctx_vision
 
         def prompts(count, n, width):
-            return nn.ParameterList([nn.Parameter(torch.empty(n, width).normal_(std=0.02))
-                                     for _ in range(count)])
+            return nn.ParameterList([nn.Parameter(torch.empty(n, width).normal_(std=0.02)) for _ in range(count)])
 
         self.text_deep = prompts(depth_text - 1, self.n_ctx, self.text_width)
-        self.vision_shallow = (nn.Parameter(torch.empty(n_ctx_vision, self.vision_width).normal_(std=0.02))
-                               if depth_vision else None)
+        self.vision_shallow = (
+            nn.Parameter(torch.empty(n_ctx_vision, self.vision_width).normal_(std=0.02)) if depth_vision else None
+        )
         self.vision_deep = prompts(max(depth_vision - 1, 0), n_ctx_vision, self.vision_width)
         # plain attribute: no parameters, nothing in the state dict; shared by with_names views
         self.regulariser = SelfRegulation(clip_model, text_weight, image_weight)
 
     def forward(self):
         embeds, tokens = self.text_inputs()
-        return PromptOutput(embeds, tokens, list(self.text_deep) or None, self.vision_shallow,
-                            list(self.vision_deep) or None)
+        return PromptOutput(
+            embeds, tokens, list(self.text_deep) or None, self.vision_shallow, list(self.vision_deep) or None
+        )
 
     def extra_losses(self, images, text, image, logits, classes):
         terms = self.regulariser(self.names, images, text, image, logits[:, classes], classes)
         return {f"src_{k}": v for k, v in terms.items() if k != "total"}
 
 
-_LEARNERS = {"coop": CoOpPromptLearner, "maple": MaPLePromptLearner,
-             "promptsrc": PromptSRCPromptLearner}
+_LEARNERS = {"coop": CoOpPromptLearner, "maple": MaPLePromptLearner, "promptsrc": PromptSRCPromptLearner}
 #: The backbones (prompt learner kinds) :func:`build_prompt_learner` builds.
 BACKBONES = tuple(_LEARNERS)
 

@@ -8,6 +8,7 @@
   cache: what :class:`~hyptree.model.prompts.PromptSRCPromptLearner` adds to the loss;
 * :class:`GaussianPromptAggregator` - Gaussian prompt aggregation (GPA) over epochs.
 """
+
 import math
 
 import numpy as np
@@ -64,17 +65,25 @@ def frozen_text_features(clip_model, names, templates=DEFAULT_TEMPLATES, batch_s
     for template in templates:
         if "{}" not in template:
             raise ValueError(f"template {template!r} has no '{{}}' placeholder for the name")
-        tokens = tokenize_prompts([template.format(n) for n in names],
-                                  clip_model.positional_embedding.shape[0]).to(device)
-        feats = torch.cat([tower(embedding(chunk), chunk).float()
-                           for chunk in tokens.split(batch_size)])
+        tokens = tokenize_prompts([template.format(n) for n in names], clip_model.positional_embedding.shape[0]).to(
+            device
+        )
+        feats = torch.cat([tower(embedding(chunk), chunk).float() for chunk in tokens.split(batch_size)])
         total = feats if total is None else total + feats
     return F.normalize(total / len(templates), dim=-1)
 
 
-def self_regulating_losses(text_features, frozen_text, image_features, frozen_image, logits,
-                           frozen_logits, text_weight=TEXT_LOSS_WEIGHT,
-                           image_weight=IMAGE_LOSS_WEIGHT, temperature=1.0):
+def self_regulating_losses(
+    text_features,
+    frozen_text,
+    image_features,
+    frozen_image,
+    logits,
+    frozen_logits,
+    text_weight=TEXT_LOSS_WEIGHT,
+    image_weight=IMAGE_LOSS_WEIGHT,
+    temperature=1.0,
+):
     """PromptSRC's self-regulating consistency terms against the frozen model.
 
     Args:
@@ -94,10 +103,13 @@ def self_regulating_losses(text_features, frozen_text, image_features, frozen_im
     f0 = F.normalize(frozen_image.detach().float(), dim=-1)
     text = F.l1_loss(t, t0) * text_weight
     image = F.l1_loss(f, f0) * image_weight
-    kl = F.kl_div(F.log_softmax(logits.float() / temperature, dim=-1),
-                  F.log_softmax(frozen_logits.detach().float() / temperature, dim=-1),
-                  reduction="sum", log_target=True)
-    kl = kl * temperature ** 2 / logits.numel()
+    kl = F.kl_div(
+        F.log_softmax(logits.float() / temperature, dim=-1),
+        F.log_softmax(frozen_logits.detach().float() / temperature, dim=-1),
+        reduction="sum",
+        log_target=True,
+    )
+    kl = kl * temperature**2 / logits.numel()
     return {"text": text, "image": image, "logits": kl, "total": text + image + kl}
 
 
@@ -118,8 +130,9 @@ class SelfRegulation:
         templates: hand-crafted templates of the frozen text features.
     """
 
-    def __init__(self, clip_model, text_weight=TEXT_LOSS_WEIGHT, image_weight=IMAGE_LOSS_WEIGHT,
-                 templates=DEFAULT_TEMPLATES):
+    def __init__(
+        self, clip_model, text_weight=TEXT_LOSS_WEIGHT, image_weight=IMAGE_LOSS_WEIGHT, templates=DEFAULT_TEMPLATES
+    ):
         self.clip = clip_model
         self.text_weight, self.image_weight = text_weight, image_weight
         self.templates = tuple(templates)
@@ -154,8 +167,16 @@ class SelfRegulation:
             frozen_image = F.normalize(self.teacher()(images)[0].float(), dim=-1)
         scale = self.clip.logit_scale.exp().float()
         frozen_logits = scale * frozen_image @ frozen_text[classes].t()
-        return self_regulating_losses(text, frozen_text, image, frozen_image, logits, frozen_logits,
-                                      text_weight=self.text_weight, image_weight=self.image_weight)
+        return self_regulating_losses(
+            text,
+            frozen_text,
+            image,
+            frozen_image,
+            logits,
+            frozen_logits,
+            text_weight=self.text_weight,
+            image_weight=self.image_weight,
+        )
 
 
 class GaussianPromptAggregator:
@@ -220,14 +241,20 @@ class GaussianPromptAggregator:
 
     def state_dict(self):
         """Everything needed to resume (put it in the trainer's checkpoint)."""
-        return {"max_epochs": self.max_epochs, "mean": self.mean, "std": self.std,
-                "sum": {k: v.clone() for k, v in self._sum.items()},
-                "latest": dict(self._latest), "seen": list(self._seen)}
+        return {
+            "max_epochs": self.max_epochs,
+            "mean": self.mean,
+            "std": self.std,
+            "sum": {k: v.clone() for k, v in self._sum.items()},
+            "latest": dict(self._latest),
+            "seen": list(self._seen),
+        }
 
     def load_state_dict(self, state):
         if (state["max_epochs"], state["mean"], state["std"]) != (self.max_epochs, self.mean, self.std):
-            raise ValueError(f"GPA settings differ from the checkpoint's "
-                             f"{(state['max_epochs'], state['mean'], state['std'])}")
+            raise ValueError(
+                f"GPA settings differ from the checkpoint's {(state['max_epochs'], state['mean'], state['std'])}"
+            )
         self._sum = {k: v.clone() for k, v in state["sum"].items()}
         self._latest = dict(state["latest"])
         self._seen = list(state["seen"])

@@ -1,6 +1,6 @@
 """Tokenising prompt texts with CLIP's BPE tokenizer (shared by the learners and PromptSRC)."""
-import torch
 
+import torch
 from clip.simple_tokenizer import SimpleTokenizer
 
 __all__ = ["tokenizer", "special_token", "tokenize_prompts"]
@@ -34,7 +34,9 @@ def tokenize_prompts(texts, context_length=77, middle=None):
     for row, text in enumerate(texts):
         ids = [sot] + middle + tok.encode(text) + [eot]
         if len(ids) > context_length:
-            raise ValueError(f"prompt for {text!r} has {len(ids)} tokens, more than the context "
-                             f"length {context_length}; shorten the name or use a display name")
-        out[row, :len(ids)] = torch.tensor(ids)
+            raise ValueError(
+                f"prompt for {text!r} has {len(ids)} tokens, more than the context "
+                f"length {context_length}; shorten the name or use a display name"
+            )
+        out[row, : len(ids)] = torch.tensor(ids)
     return out

@@ -18,6 +18,7 @@ model and (with no prompts) the frozen zero-shot model of PromptSRC.
 OpenAI's blocks work on sequence-first tensors ``(L, N, W)``; the text attention carries
 a causal ``attn_mask``.
 """
+
 import math
 
 import torch
@@ -37,12 +38,13 @@ def scale_layers(layers=(4, 7), depth=12, reference_depth=12):
     """
     if depth < 2:
         raise ValueError(f"a ViT with {depth} block(s) has no intermediate layer tokens")
-    scaled = tuple(min(depth - 1, max(1, math.floor(p * depth / reference_depth + 0.5)))
-                   for p in layers)
+    scaled = tuple(min(depth - 1, max(1, math.floor(p * depth / reference_depth + 0.5))) for p in layers)
     if any(b <= a for a, b in zip(scaled, scaled[1:])):
-        raise ValueError(f"layers {tuple(layers)} scaled from {reference_depth} to {depth} blocks "
-                         f"give {scaled}, which is not strictly increasing; pass explicit "
-                         f"layers for this depth")
+        raise ValueError(
+            f"layers {tuple(layers)} scaled from {reference_depth} to {depth} blocks "
+            f"give {scaled}, which is not strictly increasing; pass explicit "
+            f"layers for this depth"
+        )
     return scaled
 
 
@@ -76,10 +78,10 @@ def _pass_through(block, h):
     attn = block.attn
     width = h.shape[-1]
     if attn.in_proj_weight is not None:
-        weight = attn.in_proj_weight[2 * width:]
+        weight = attn.in_proj_weight[2 * width :]
     else:
         weight = attn.v_proj_weight
-    bias = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+    bias = attn.in_proj_bias[2 * width :] if attn.in_proj_bias is not None else None
     h = h + attn.out_proj(F.linear(block.ln_1(h), weight, bias))
     return h + block.mlp(block.ln_2(h))
 
@@ -150,15 +152,19 @@ class TextTower(nn.Module):
             raise ValueError("shortened sequences need a causal text attention mask")
         deep_prompts = list(deep_prompts or [])
         if len(deep_prompts) > self.num_layers - 1:
-            raise ValueError(f"{len(deep_prompts)} deep text prompts for {self.num_layers} blocks "
-                             f"(at most {self.num_layers - 1}: block 0 takes the shallow context)")
+            raise ValueError(
+                f"{len(deep_prompts)} deep text prompts for {self.num_layers} blocks "
+                f"(at most {self.num_layers - 1}: block 0 takes the shallow context)"
+            )
         eot = tokens.argmax(dim=-1)
         first_eot, last_eot = (int(v) for v in torch.stack([eot.min(), eot.max()]).tolist())
         for j, prompt in enumerate(deep_prompts, start=1):
             _check_prompt(prompt, self.width, f"deep text prompt {j}")
             if 1 + prompt.shape[0] > first_eot:
-                raise ValueError(f"deep text prompt {j} has {prompt.shape[0]} tokens and would "
-                                 f"overwrite an EOT token at position {first_eot}")
+                raise ValueError(
+                    f"deep text prompt {j} has {prompt.shape[0]} tokens and would "
+                    f"overwrite an EOT token at position {first_eot}"
+                )
         if truncate and self.causal:
             length = last_eot + 1
             token_embeds = token_embeds[:, :length]
@@ -169,7 +175,7 @@ class TextTower(nn.Module):
             if 1 <= i <= len(deep_prompts):
                 prompt = deep_prompts[i - 1].to(dtype)
                 prompt = prompt.unsqueeze(1).expand(-1, count, -1)
-                x = torch.cat([x[:1], prompt, x[1 + prompt.shape[0]:]], dim=0)
+                x = torch.cat([x[:1], prompt, x[1 + prompt.shape[0] :]], dim=0)
             x = _run_block(block, x, _block_mask(block, length, dtype, x.device, self._masks))
         x = x[eot, torch.arange(count, device=x.device)]  # (N, W): the EOT token of each prompt
         x = model.ln_final(x).to(dtype)
@@ -188,14 +194,17 @@ class VisionTower(nn.Module):
         super().__init__()
         visual = clip_model.visual
         if not all(hasattr(visual, n) for n in ("conv1", "class_embedding", "transformer", "proj")):
-            raise TypeError(f"VisionTower needs a ViT CLIP backbone; got {type(visual).__name__} "
-                            f"(ResNet backbones have no class token or visual prompts)")
+            raise TypeError(
+                f"VisionTower needs a ViT CLIP backbone; got {type(visual).__name__} "
+                f"(ResNet backbones have no class token or visual prompts)"
+            )
         object.__setattr__(self, "visual", visual)  # reference, not a submodule
         object.__setattr__(self, "blocks", list(visual.transformer.resblocks))
         for i, block in enumerate(self.blocks):
             if block.attn.bias_k is not None or block.attn.add_zero_attn:
-                raise ValueError(f"vision block {i}: attention with bias_k/add_zero_attn is not "
-                                 f"supported by the pass-through")
+                raise ValueError(
+                    f"vision block {i}: attention with bias_k/add_zero_attn is not supported by the pass-through"
+                )
         self.num_layers = len(self.blocks)
         self.width = visual.conv1.weight.shape[0]
         self.patch_size = visual.conv1.weight.shape[-1]
@@ -211,13 +220,14 @@ class VisionTower(nn.Module):
     def _check_keep(self, keep_layers):
         keep = tuple(int(p) for p in keep_layers)
         if any(b <= a for a, b in zip(keep, keep[1:])) or any(not 1 <= p < self.num_layers for p in keep):
-            raise ValueError(f"keep_layers must be strictly increasing block counts in "
-                             f"[1, {self.num_layers - 1}] (the last block's token is always "
-                             f"returned), got {tuple(keep_layers)}; see scale_layers()")
+            raise ValueError(
+                f"keep_layers must be strictly increasing block counts in "
+                f"[1, {self.num_layers - 1}] (the last block's token is always "
+                f"returned), got {tuple(keep_layers)}; see scale_layers()"
+            )
         return keep
 
-    def forward(self, images, shallow_prompts=None, deep_prompts=None, keep_layers=(),
-                pass_through=True):
+    def forward(self, images, shallow_prompts=None, deep_prompts=None, keep_layers=(), pass_through=True):
         """Image features and layer tokens.
 
         Args:
@@ -242,8 +252,9 @@ class VisionTower(nn.Module):
         visual, dtype = self.visual, self.dtype
         keep = self._check_keep(keep_layers)
         if images.dim() != 4 or (self.input_resolution and images.shape[-2:] != (self.input_resolution,) * 2):
-            raise ValueError(f"images must be (B, 3, {self.input_resolution}, {self.input_resolution}), "
-                             f"got {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be (B, 3, {self.input_resolution}, {self.input_resolution}), got {tuple(images.shape)}"
+            )
         x = visual.conv1(images.to(dtype))  # (B, W, g, g)
         batch = x.shape[0]
         x = x.flatten(2).transpose(1, 2)  # (B, g*g, W)
@@ -258,20 +269,20 @@ class VisionTower(nn.Module):
         if deep_prompts and shallow_prompts is None:
             raise ValueError("deep vision prompts replace the shallow ones; pass shallow_prompts too")
         if len(deep_prompts) > self.num_layers - 1:
-            raise ValueError(f"{len(deep_prompts)} deep vision prompts for {self.num_layers} blocks "
-                             f"(at most {self.num_layers - 1})")
+            raise ValueError(
+                f"{len(deep_prompts)} deep vision prompts for {self.num_layers} blocks (at most {self.num_layers - 1})"
+            )
         for j, prompt in enumerate(deep_prompts, start=1):
             _check_prompt(prompt, self.width, f"deep vision prompt {j}")
             if prompt.shape[0] != n_prompt:
-                raise ValueError(f"deep vision prompt {j} has {prompt.shape[0]} tokens, the shallow "
-                                 f"prompt {n_prompt}")
+                raise ValueError(f"deep vision prompt {j} has {prompt.shape[0]} tokens, the shallow prompt {n_prompt}")
         x = visual.ln_pre(x).permute(1, 0, 2)  # (S, B, W)
         length = x.shape[0]
         kept = None  # (k, B, W) class tokens kept so far
         for i, block in enumerate(self.blocks):
             if 1 <= i <= len(deep_prompts):
                 prompt = deep_prompts[i - 1].to(dtype).unsqueeze(1).expand(-1, batch, -1)
-                x = torch.cat([x[:length - n_prompt], prompt], dim=0)
+                x = torch.cat([x[: length - n_prompt], prompt], dim=0)
             if pass_through and kept is not None:
                 kept = _pass_through(block, kept)
             x = _run_block(block, x, _block_mask(block, length, dtype, x.device, self._masks))

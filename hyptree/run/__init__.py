@@ -12,25 +12,48 @@
 The names below are imported on first use, so ``python -m hyptree protocols ...`` (called
 once per run by the scripts) loads no torch.
 """
+
 import importlib
 
 _EXPORTS = {
     "hyptree.run.config": (
-        "add_hyptree_config", "default_config", "check_config", "configure_for_trainer",
+        "add_hyptree_config",
+        "default_config",
+        "check_config",
+        "configure_for_trainer",
         "resolve_backbone",
-        "BACKBONES", "PRESETS", "CURVATURE_MODES", "CROSS_TERMS", "SPLIT_MODES",
+        "BACKBONES",
+        "PRESETS",
+        "CURVATURE_MODES",
+        "CROSS_TERMS",
+        "SPLIT_MODES",
     ),
     "hyptree.run.dotted": ("cfg_get", "require_keys"),
     "hyptree.run.factory": (
-        "build_model", "dataset_options", "prompt_options", "objective_settings", "curvature_options",
+        "build_model",
+        "dataset_options",
+        "prompt_options",
+        "objective_settings",
+        "curvature_options",
     ),
     "hyptree.run.records": (
-        "evaluation_cuts_for", "config_hash", "run_record", "results_name", "write_evaluation",
+        "evaluation_cuts_for",
+        "config_hash",
+        "run_record",
+        "results_name",
+        "write_evaluation",
         "VOLATILE_KEYS",
     ),
     "hyptree.run.training": (
-        "resolve_precision", "autocast", "grad_scaler", "lr_factor", "build_lr_scheduler",
-        "RNGState", "CheckpointModule", "learnable_checkpoint", "loss_summary",
+        "resolve_precision",
+        "autocast",
+        "grad_scaler",
+        "lr_factor",
+        "build_lr_scheduler",
+        "RNGState",
+        "CheckpointModule",
+        "learnable_checkpoint",
+        "loss_summary",
     ),
     "hyptree.run.protocols": ("ABLATIONS", "ablation_variants", "max_epoch", "is_done"),
     "hyptree.run.maple_patch": ("install", "plan_install", "patch_train_py", "InstallError"),

@@ -19,6 +19,7 @@ The backbones keep their own published sections (``TRAINER.COOP``,
 ``TRAINER.MAPLE``, ``TRAINER.PROMPTSRC``) with the same names and defaults as
 the CoOp / MaPLe / PromptSRC repositories, so their yaml files load unchanged.
 """
+
 from __future__ import annotations
 
 from yacs.config import CfgNode as CN
@@ -28,7 +29,6 @@ from hyptree.loss.objective import CROSS_TERMS, PRESETS
 from hyptree.model.prompts import BACKBONES
 from hyptree.model.promptsrc import IMAGE_LOSS_WEIGHT, TEXT_LOSS_WEIGHT
 from hyptree.tree.splits import SPLIT_MODES
-
 
 __all__ = [
     "add_hyptree_config",
@@ -42,6 +42,7 @@ __all__ = [
     "CROSS_TERMS",
     "SPLIT_MODES",
 ]
+
 
 def _hyptree_defaults() -> CN:
     h = CN()
@@ -130,8 +131,7 @@ def _add_missing(node: CN, defaults: CN) -> None:
         elif isinstance(value, CN):
             if not isinstance(node[key], CN):
                 raise TypeError(
-                    f"config key {key!r} exists but is not a section; HypTree needs it "
-                    f"to hold {sorted(value.keys())}"
+                    f"config key {key!r} exists but is not a section; HypTree needs it to hold {sorted(value.keys())}"
                 )
             _add_missing(node[key], value)
 
@@ -184,7 +184,8 @@ def check_config(cfg: CN) -> None:
     if not h.BACKBONE:
         raise ValueError(
             f"TRAINER.HYPTREE.BACKBONE is empty; set it to one of {', '.join(BACKBONES)} "
-            f"(HypTree's Dassl trainers fill it in from their class)")
+            f"(HypTree's Dassl trainers fill it in from their class)"
+        )
     choices = [
         ("TRAINER.HYPTREE.BACKBONE", h.BACKBONE, BACKBONES),
         ("TRAINER.HYPTREE.PRESET", h.PRESET, PRESETS),
@@ -198,9 +199,7 @@ def check_config(cfg: CN) -> None:
     if h.CURVATURE.C0 <= 0:
         raise ValueError(f"TRAINER.HYPTREE.CURVATURE.C0 must be > 0, got {h.CURVATURE.C0}")
     if list(h.LAYERS) != sorted(set(h.LAYERS)) or any(p < 1 for p in h.LAYERS):
-        raise ValueError(
-            f"TRAINER.HYPTREE.LAYERS = {list(h.LAYERS)}; expected strictly increasing block numbers >= 1"
-        )
+        raise ValueError(f"TRAINER.HYPTREE.LAYERS = {list(h.LAYERS)}; expected strictly increasing block numbers >= 1")
     if not 0.0 <= h.CUT_RATE <= 1.0:
         raise ValueError(f"TRAINER.HYPTREE.CUT_RATE = {h.CUT_RATE}; expected a rate in [0, 1]")
 
@@ -212,7 +211,8 @@ def resolve_backbone(configured: str, implied: str, trainer: str) -> str:
         raise ValueError(
             f"TRAINER.HYPTREE.BACKBONE is {configured!r} but trainer {trainer} is the "
             f"{implied!r} backbone; remove the key (the trainer sets it) or pick the trainer "
-            f"of that backbone (coop: CoOpHier, maple: MaPLeHypTree, promptsrc: PromptSRCHypTree)")
+            f"of that backbone (coop: CoOpHier, maple: MaPLeHypTree, promptsrc: PromptSRCHypTree)"
+        )
     return implied
 
 

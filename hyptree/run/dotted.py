@@ -3,6 +3,7 @@
 Kept apart from ``hyptree.run.config`` (which imports the model code for its choice lists)
 so the light command-line helpers of the protocol scripts start without torch.
 """
+
 from __future__ import annotations
 
 __all__ = ["cfg_get", "require_keys"]
@@ -20,7 +21,7 @@ def cfg_get(cfg, dotted: str, default=_MISSING):
     for i, part in enumerate(dotted.split(".")):
         if not hasattr(node, "keys") or part not in node:
             if default is _MISSING:
-                raise KeyError(f"config has no key {'.'.join(dotted.split('.')[:i + 1])}")
+                raise KeyError(f"config has no key {'.'.join(dotted.split('.')[: i + 1])}")
             return default
         node = node[part]
     return node

@@ -9,6 +9,7 @@ the trainer's ``check_cfg`` through ``configure_for_trainer``) and calls the con
 * :func:`dataset_options` - the keyword arguments of
   :func:`~hyptree.data.build.build_hierarchical_dataset`.
 """
+
 from __future__ import annotations
 
 from hyptree.loss.objective import ObjectiveSettings
@@ -28,17 +29,30 @@ def prompt_options(cfg, backbone: str) -> dict:
         c = cfg.TRAINER.MAPLE
         return dict(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, depth=c.PROMPT_DEPTH)
     c = cfg.TRAINER.PROMPTSRC
-    return dict(n_ctx_text=c.N_CTX_TEXT, n_ctx_vision=c.N_CTX_VISION, ctx_init=c.CTX_INIT,
-                depth_text=c.PROMPT_DEPTH_TEXT, depth_vision=c.PROMPT_DEPTH_VISION,
-                text_weight=c.TEXT_LOSS_WEIGHT, image_weight=c.IMAGE_LOSS_WEIGHT)
+    return dict(
+        n_ctx_text=c.N_CTX_TEXT,
+        n_ctx_vision=c.N_CTX_VISION,
+        ctx_init=c.CTX_INIT,
+        depth_text=c.PROMPT_DEPTH_TEXT,
+        depth_vision=c.PROMPT_DEPTH_VISION,
+        text_weight=c.TEXT_LOSS_WEIGHT,
+        image_weight=c.IMAGE_LOSS_WEIGHT,
+    )
 
 
 def objective_settings(cfg) -> ObjectiveSettings:
     h = cfg.TRAINER.HYPTREE
     return ObjectiveSettings(
-        preset=h.PRESET, w_cut=h.W_CUT, lam=h.LAMBDA, alpha=h.ALPHA, cut_rate=h.CUT_RATE,
-        scale_text=h.SCALE_TEXT, scale_image=h.SCALE_IMAGE, cone_k=h.CONE_K,
-        cross=h.ALIGN.CROSS, angle_temperature=h.ALIGN.ANGLE.TEMPERATURE,
+        preset=h.PRESET,
+        w_cut=h.W_CUT,
+        lam=h.LAMBDA,
+        alpha=h.ALPHA,
+        cut_rate=h.CUT_RATE,
+        scale_text=h.SCALE_TEXT,
+        scale_image=h.SCALE_IMAGE,
+        cone_k=h.CONE_K,
+        cross=h.ALIGN.CROSS,
+        angle_temperature=h.ALIGN.ANGLE.TEMPERATURE,
         centroid_weight=h.ALIGN.ANGLE.CENTROID_WEIGHT,
         mmd_bandwidths=tuple(h.ALIGN.MMD.BANDWIDTHS),
     )
@@ -53,9 +67,14 @@ def build_model(cfg, clip_model, taxonomy: Taxonomy) -> HierarchicalCLIP:
     """``HierarchicalCLIP`` on ``clip_model`` for ``taxonomy`` as the config says."""
     h = cfg.TRAINER.HYPTREE
     return HierarchicalCLIP(
-        clip_model, taxonomy, backbone=h.BACKBONE, preset=h.PRESET,
+        clip_model,
+        taxonomy,
+        backbone=h.BACKBONE,
+        preset=h.PRESET,
         prompt_options=prompt_options(cfg, h.BACKBONE),
-        layers=tuple(h.LAYERS), image_tree=h.IMAGE_TREE, pass_through=h.PASS_THROUGH,
+        layers=tuple(h.LAYERS),
+        image_tree=h.IMAGE_TREE,
+        pass_through=h.PASS_THROUGH,
         settings=objective_settings(cfg),
         curvature=curvature_options(cfg),
         seed=max(int(cfg.SEED), 0),
@@ -63,8 +82,13 @@ def build_model(cfg, clip_model, taxonomy: Taxonomy) -> HierarchicalCLIP:
 
 
 _DATASET_KEYS = (
-    "DATASET.ROOT", "DATASET.NUM_SHOTS", "DATASET.SUBSAMPLE_CLASSES", "DATASET.SUBSAMPLE_SPLIT",
-    "DATASET.SUBSAMPLE_SEED", "TRAINER.HYPTREE.TAXONOMY.FILE", "SEED",
+    "DATASET.ROOT",
+    "DATASET.NUM_SHOTS",
+    "DATASET.SUBSAMPLE_CLASSES",
+    "DATASET.SUBSAMPLE_SPLIT",
+    "DATASET.SUBSAMPLE_SEED",
+    "TRAINER.HYPTREE.TAXONOMY.FILE",
+    "SEED",
 )
 
 

@@ -28,6 +28,7 @@ Command line::
     python -m hyptree maple install MAPLE [--repo REPO] [--force] [--dry-run]
     python -m hyptree maple patch TRAIN_PY --trainers maple_hyptree ... --datasets ...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,11 +86,16 @@ def _is_plugin_import(node: ast.stmt) -> bool:
 
 def _find_extend_call(tree: ast.Module):
     """The ``extend_cfg(...)`` expression statement to put our call after (prefer ``setup_cfg``)."""
+
     def calls_in(nodes):
         for node in nodes:
             for sub in ast.walk(node):
-                if (isinstance(sub, ast.Expr) and isinstance(sub.value, ast.Call)
-                        and isinstance(sub.value.func, ast.Name) and sub.value.func.id == "extend_cfg"):
+                if (
+                    isinstance(sub, ast.Expr)
+                    and isinstance(sub.value, ast.Call)
+                    and isinstance(sub.value.func, ast.Name)
+                    and sub.value.func.id == "extend_cfg"
+                ):
                     yield sub
 
     setup = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "setup_cfg"]
@@ -100,8 +106,9 @@ def _find_extend_call(tree: ast.Module):
     return None
 
 
-def patch_train_py(text: str, trainer_modules: Sequence[str] = (), dataset_modules: Sequence[str] = (),
-                   filename: str = "train.py") -> str:
+def patch_train_py(
+    text: str, trainer_modules: Sequence[str] = (), dataset_modules: Sequence[str] = (), filename: str = "train.py"
+) -> str:
     """Return ``text`` with our imports and the ``add_hyptree_config`` call added (idempotent).
 
     The imports go in one marked block after the file's last ``import trainers.*`` /
@@ -114,8 +121,13 @@ def patch_train_py(text: str, trainer_modules: Sequence[str] = (), dataset_modul
     newline = "\r\n" if "\r\n" in text else "\n"
     trailing_newline = text.endswith(newline)
     lines = (text[: -len(newline)] if trailing_newline else text).split(newline)
-    block = [BEGIN, "import hyptree.run.config  # noqa: F401",
-             *_module_lines("datasets", dataset_modules), *_module_lines("trainers", trainer_modules), END]
+    block = [
+        BEGIN,
+        "import hyptree.run.config  # noqa: F401",
+        *_module_lines("datasets", dataset_modules),
+        *_module_lines("trainers", trainer_modules),
+        END,
+    ]
 
     # 1. imports: replace an existing block, else insert one
     if BEGIN in lines:
@@ -123,9 +135,10 @@ def patch_train_py(text: str, trainer_modules: Sequence[str] = (), dataset_modul
         try:
             stop = lines.index(END, start)
         except ValueError:
-            raise InstallError(f"{filename}: found {BEGIN!r} but not its end marker {END!r}; "
-                               f"remove the partial block and run again") from None
-        lines[start:stop + 1] = block
+            raise InstallError(
+                f"{filename}: found {BEGIN!r} but not its end marker {END!r}; remove the partial block and run again"
+            ) from None
+        lines[start : stop + 1] = block
     else:
         try:
             tree = ast.parse(text, filename=filename)
@@ -139,7 +152,7 @@ def patch_train_py(text: str, trainer_modules: Sequence[str] = (), dataset_modul
 
     # 2. the call after extend_cfg(cfg)
     joined = newline.join(lines) + (newline if trailing_newline else "")
-    if "add_hyptree_config(" not in "\n".join(l for l in lines if not l.lstrip().startswith("#")):
+    if "add_hyptree_config(" not in "\n".join(ln for ln in lines if not ln.lstrip().startswith("#")):
         try:
             tree = ast.parse(joined, filename=filename)
         except SyntaxError as e:
@@ -149,7 +162,8 @@ def patch_train_py(text: str, trainer_modules: Sequence[str] = (), dataset_modul
             raise InstallError(
                 f"{filename}: no extend_cfg(...) call found; add "
                 f"'hyptree.run.config.add_hyptree_config(cfg)' by hand after the config is created "
-                f"and before cfg.merge_from_file(...)")
+                f"and before cfg.merge_from_file(...)"
+            )
         arg = ast.unparse(call.value.args[0]) if call.value.args else "cfg"
         indent = " " * call.col_offset
         lines.insert(call.end_lineno, f"{indent}hyptree.run.config.add_hyptree_config({arg})  {CALL_MARK}")
@@ -253,7 +267,8 @@ def plan_install(repo: str, maple: str) -> Plan:
                 name = sorted(clash)[0]
                 raise InstallError(
                     f"{path} already registers {name!r}, which our {ours[name]} registers too; "
-                    f"Dassl refuses duplicate names - rename one of them")
+                    f"Dassl refuses duplicate names - rename one of them"
+                )
     return plan
 
 
@@ -264,7 +279,8 @@ def install(repo: str, maple: str, force: bool = False, dry_run: bool = False, l
         listing = "\n".join(f"  {dst}" for _, dst in plan.conflicts)
         raise InstallError(
             f"these files exist in {maple} with different content:\n{listing}\n"
-            f"nothing was changed; rerun with FORCE=1 (--force) to overwrite them")
+            f"nothing was changed; rerun with FORCE=1 (--force) to overwrite them"
+        )
     train_py = os.path.join(maple, "train.py")
     old = _read(train_py)
     new = patch_train_py(old, plan.trainer_modules, plan.dataset_modules, filename=train_py)
@@ -290,8 +306,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_inst = sub.add_parser("install", help="copy our trainers/datasets/configs/scripts and patch train.py")
     p_inst.add_argument("maple", help="root of the MaPLe / PromptSRC checkout")
-    p_inst.add_argument("--repo", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        help="this repository's root (default: the one holding this hyptree package)")
+    p_inst.add_argument(
+        "--repo",
+        default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        help="this repository's root (default: the one holding this hyptree package)",
+    )
     p_inst.add_argument("--force", action="store_true", help="overwrite files that differ")
     p_inst.add_argument("--dry-run", action="store_true", help="only say what would change")
     p_patch = sub.add_parser("patch", help="patch one train.py in place")

@@ -27,6 +27,7 @@ Command line (used by the scripts)::
     python -m hyptree protocols done RUN_DIR          # exit status 0 when finished
     python -m hyptree protocols ablations [NAME ...]  # 'name<TAB>opts' per line
 """
+
 from __future__ import annotations
 
 import json
@@ -72,9 +73,7 @@ def ablation_variants(names: Sequence[str] | None = None) -> list[tuple[str, lis
         return [(k, list(v)) for k, v in ABLATIONS.items()]
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
-        raise ValueError(
-            f"unknown ablation variant(s) {', '.join(unknown)}; expected some of {', '.join(ABLATIONS)}"
-        )
+        raise ValueError(f"unknown ablation variant(s) {', '.join(unknown)}; expected some of {', '.join(ABLATIONS)}")
     return [(n, list(ABLATIONS[n])) for n in names]
 
 
@@ -147,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cmd == "max-epoch":
             if "--" in rest:
                 i = rest.index("--")
-                files, opts = rest[:i], rest[i + 1:]
+                files, opts = rest[:i], rest[i + 1 :]
             else:
                 files, opts = rest, []
             print(max_epoch(files, opts))

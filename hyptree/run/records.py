@@ -6,6 +6,7 @@
   written by :func:`hyptree.eval.runfiles.write_run`;
 * :func:`write_evaluation`: one evaluation's record and run files, as the trainers write them.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -13,7 +14,7 @@ import hashlib
 import math
 import os
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from hyptree.eval.runfiles import RESULTS_FILE, jsonable, write_run
 from hyptree.run.dotted import cfg_get
@@ -51,8 +52,10 @@ def evaluation_cuts_for(cfg, taxonomy: Taxonomy, full_taxonomy: Taxonomy | None 
     elif ext in (".pkl", ".pth", ".pt", ".pickle"):
         reader = load_protect_cuts
     else:
-        raise ValueError(f"TRAINER.HYPTREE.EVAL.CUTS_FILE {path!r}: expected a .json cuts file "
-                         f"(save_cuts) or a ProTeCt .pkl/.pth treecut file")
+        raise ValueError(
+            f"TRAINER.HYPTREE.EVAL.CUTS_FILE {path!r}: expected a .json cuts file "
+            f"(save_cuts) or a ProTeCt .pkl/.pth treecut file"
+        )
     try:
         return reader(path, taxonomy)
     except ValueError as error:
@@ -69,8 +72,9 @@ def evaluation_cuts_for(cfg, taxonomy: Taxonomy, full_taxonomy: Taxonomy | None 
         if ids not in seen:
             seen.add(ids)
             out.append(ids)
-    warnings.warn(f"{path}: cuts of the full tree projected onto this sub-tree "
-                  f"({len(out)} distinct of {len(full)})", stacklevel=2)
+    warnings.warn(
+        f"{path}: cuts of the full tree projected onto this sub-tree ({len(out)} distinct of {len(full)})", stacklevel=2
+    )
     return out
 
 
@@ -94,10 +98,19 @@ def config_hash(cfg, ignore: Sequence[str] = VOLATILE_KEYS) -> str:
     return hashlib.sha1(c.dump().encode("utf-8")).hexdigest()
 
 
-def run_record(cfg, metrics: dict, *, split: str, tree: str, taxonomy: Taxonomy,
-               taxonomy_source: str = "", epoch: int | None = None,
-               model_dir: str | None = None, curvatures: dict | None = None,
-               num_cuts: int | None = None) -> dict:
+def run_record(
+    cfg,
+    metrics: dict,
+    *,
+    split: str,
+    tree: str,
+    taxonomy: Taxonomy,
+    taxonomy_source: str = "",
+    epoch: int | None = None,
+    model_dir: str | None = None,
+    curvatures: dict | None = None,
+    num_cuts: int | None = None,
+) -> dict:
     """The ``results.json`` record of one evaluation (schema in the module docstring).
 
     ``cfg``: the run's yacs config (Dassl keys plus ``TRAINER.HYPTREE``); ``curvatures``:
@@ -142,9 +155,20 @@ def results_name(split: str) -> str:
     return RESULTS_FILE if split == "test" else f"results_{split}.json"
 
 
-def write_evaluation(cfg, output_dir: str, metrics: dict, embeddings: dict, *, split: str, tree: str,
-                     taxonomy: Taxonomy, cuts, taxonomy_source: str = "", epoch: int | None = None,
-                     model_dir: str | None = None) -> dict:
+def write_evaluation(
+    cfg,
+    output_dir: str,
+    metrics: dict,
+    embeddings: dict,
+    *,
+    split: str,
+    tree: str,
+    taxonomy: Taxonomy,
+    cuts,
+    taxonomy_source: str = "",
+    epoch: int | None = None,
+    model_dir: str | None = None,
+) -> dict:
     """Write one evaluation of :func:`hyptree.eval.evaluate` into ``output_dir``; returns the paths.
 
     The record (:func:`run_record`) takes the curvatures from ``embeddings`` (none when they
@@ -155,8 +179,18 @@ def write_evaluation(cfg, output_dir: str, metrics: dict, embeddings: dict, *, s
     curv = None
     if math.isfinite(embeddings["curv_text"]):
         curv = {k: float(embeddings[f"curv_{k}"]) for k in ("text", "image", "inter")}
-    record = run_record(cfg, metrics, split=split, tree=tree, taxonomy=taxonomy,
-                        taxonomy_source=taxonomy_source, epoch=epoch, model_dir=model_dir,
-                        curvatures=curv, num_cuts=len(cuts))
-    return write_run(output_dir, record, taxonomy, cuts, embeddings if split == "test" else None,
-                     results_name=results_name(split))
+    record = run_record(
+        cfg,
+        metrics,
+        split=split,
+        tree=tree,
+        taxonomy=taxonomy,
+        taxonomy_source=taxonomy_source,
+        epoch=epoch,
+        model_dir=model_dir,
+        curvatures=curv,
+        num_cuts=len(cuts),
+    )
+    return write_run(
+        output_dir, record, taxonomy, cuts, embeddings if split == "test" else None, results_name=results_name(split)
+    )

@@ -9,6 +9,7 @@
   :func:`learnable_checkpoint` builds the one a trainer registers.
 * :func:`loss_summary`: the scalar loss terms of a training step as floats (for the log).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -138,6 +139,7 @@ def _factor_fn(optim_cfg, base_lr):
     # config, would go into the checkpoint)
     def factor(epoch):
         return lr_factor(epoch, optim_cfg, base_lr)
+
     return factor
 
 

@@ -4,7 +4,7 @@
 |---|---|
 | `taxonomy` | the immutable `Taxonomy` class |
 | `checks` | the constructor's argument checks, `default_display_name` |
-| `build` | ``/``-path lines and ``(parent, child)`` edges -> tree arrays (behind `Taxonomy.from_paths` / `from_edges`) |
+| `build` | ``/``-path lines and ``(parent, child)`` edges -> tree arrays (`Taxonomy.from_paths`, `from_edges`) |
 | `splits` | `split_base_novel`, `SPLIT_MODES` |
 | `cuts` | `random_cut`, `evaluation_cuts`, `cut_targets`, `validate_cut`, `level_cut`, `cut_ids`, `frontier_cut` |
 | `cutfiles` | `save_cuts`, `load_cuts`, `load_protect_cuts` |
@@ -17,6 +17,7 @@ Only this package's bottom layer is imported here; ``index`` (torch) is loaded
 when `ProTeCtIndex` or `path_child_scores` is first asked for, so reading and
 converting taxonomies never imports torch.
 """
+
 from hyptree.tree.build import ROOT_NAME
 from hyptree.tree.checks import default_display_name
 from hyptree.tree.cutfiles import load_cuts, load_protect_cuts, save_cuts

@@ -6,9 +6,10 @@ parent ids (``-1`` for the root), the classes as node names in label order, and 
 ``{name: display text}`` mapping. `Taxonomy.from_paths` / `Taxonomy.from_edges`
 are thin wrappers that hand these to the `Taxonomy` constructor.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["ROOT_NAME", "paths_to_arrays", "edges_to_arrays", "check_class_order"]
 
@@ -21,8 +22,9 @@ TreeArrays = tuple  # (names: list[str], parent: list[int], leaves: list[str], d
 def _root_directive(lines: list[str], source: str) -> str | None:
     """The name given by the single ``@root NAME`` line, or ``None``."""
     directives = [
-        (n, l.strip()[len("@root"):].strip()) for n, l in enumerate(lines, start=1)
-        if l.strip().startswith("@root ") and " = " not in l
+        (n, ln.strip()[len("@root") :].strip())
+        for n, ln in enumerate(lines, start=1)
+        if ln.strip().startswith("@root ") and " = " not in ln
     ]
     if len(directives) > 1:
         raise ValueError(f"{source}:{directives[1][0]}: a second '@root' line")
@@ -83,16 +85,14 @@ class _PathTree:
             if j < len(parts) - 1:
                 if name in self.leaf_line:
                     raise ValueError(
-                        f"{src}:{lineno}: {name!r} is a class (line {self.leaf_line[name]}) "
-                        "and also has children here"
+                        f"{src}:{lineno}: {name!r} is a class (line {self.leaf_line[name]}) and also has children here"
                     )
                 self.internal_line.setdefault(name, lineno)
             par = name
         leaf = parts[-1]
         if leaf in self.internal_line:
             raise ValueError(
-                f"{src}:{lineno}: class {leaf!r} is an internal node (has children on line "
-                f"{self.internal_line[leaf]})"
+                f"{src}:{lineno}: class {leaf!r} is an internal node (has children on line {self.internal_line[leaf]})"
             )
         if leaf in self.leaf_line:
             raise ValueError(f"{src}:{lineno}: class {leaf!r} is listed twice (first on line {self.leaf_line[leaf]})")
@@ -209,8 +209,7 @@ def _check_connected(root, kids, order, parent_of, source) -> None:
     while top in parent_of:
         top = parent_of[top]
     raise ValueError(
-        f"{source}: node {lost[0]!r} is not connected to the root {root!r} "
-        f"(its topmost ancestor {top!r} has no parent)"
+        f"{source}: node {lost[0]!r} is not connected to the root {root!r} (its topmost ancestor {top!r} has no parent)"
     )
 
 
@@ -219,7 +218,7 @@ def _find_cycle(start, parent_of) -> list | None:
     x = start
     while x in parent_of:
         if x in seen:
-            return seen[seen.index(x):] + [x]
+            return seen[seen.index(x) :] + [x]
         seen.append(x)
         x = parent_of[x]
     return None
@@ -259,11 +258,15 @@ def check_class_order(leaf_names: Sequence[str], class_order: Sequence[str] | No
     if dup or missing or extra:
         msg = [f"{source}: class_order does not match the tree's classes"]
         if missing:
-            msg.append(f"{len(missing)} missing from the tree: {', '.join(repr(x) for x in missing[:10])}"
-                       f"{', ...' if len(missing) > 10 else ''}")
+            msg.append(
+                f"{len(missing)} missing from the tree: {', '.join(repr(x) for x in missing[:10])}"
+                f"{', ...' if len(missing) > 10 else ''}"
+            )
         if extra:
-            msg.append(f"{len(extra)} in the tree but not in class_order: {', '.join(repr(x) for x in extra[:10])}"
-                       f"{', ...' if len(extra) > 10 else ''}")
+            msg.append(
+                f"{len(extra)} in the tree but not in class_order: {', '.join(repr(x) for x in extra[:10])}"
+                f"{', ...' if len(extra) > 10 else ''}"
+            )
         if dup:
             msg.append(f"repeated in class_order: {', '.join(repr(x) for x in dup[:10])}")
         raise ValueError("; ".join(msg))

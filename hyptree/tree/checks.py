@@ -3,9 +3,10 @@
 Each function validates one constructor argument against what is already known
 and returns it in the form `Taxonomy` stores; errors name the offending node.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -34,8 +35,7 @@ def check_names(names: tuple) -> dict[str, int]:
     for i, name in enumerate(names):
         if not isinstance(name, str) or not name or name != name.strip() or "\n" in name:
             raise ValueError(
-                f"node {i}: name {name!r} must be a non-empty string without "
-                "surrounding whitespace or newlines"
+                f"node {i}: name {name!r} must be a non-empty string without surrounding whitespace or newlines"
             )
         if name in index:
             raise ValueError(f"duplicate node name {name!r} (nodes {index[name]} and {i})")
@@ -55,9 +55,7 @@ def check_parents(names: tuple, parent) -> np.ndarray:
     for i in range(1, n):
         p = int(parent_arr[i])
         if p == -1:
-            raise ValueError(
-                f"node {names[i]!r} has no parent; only node 0 (the root {names[0]!r}) may have parent -1"
-            )
+            raise ValueError(f"node {names[i]!r} has no parent; only node 0 (the root {names[0]!r}) may have parent -1")
         if not 0 <= p < n:
             raise ValueError(f"node {names[i]!r} has parent {p}, outside 0..{n - 1}")
         if p == i:
@@ -78,7 +76,7 @@ def depths_or_cycle(names, parent) -> np.ndarray:
         j = i
         while depth[j] < 0:
             if j in on_chain:
-                cyc = chain[chain.index(j):] + [j]
+                cyc = chain[chain.index(j) :] + [j]
                 raise ValueError("cycle: " + " -> ".join(repr(names[c]) for c in cyc))
             chain.append(j)
             on_chain.add(j)

@@ -1,10 +1,11 @@
 """``python -m hyptree taxonomy show|stats|convert SOURCE``: look at or convert a taxonomy source."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from hyptree.tree.io.detect import FORMATS, read_taxonomy
 

@@ -5,19 +5,20 @@
 * `load_protect_cuts`: ProTeCt's ``treecuts_*.pkl`` (``torch.save`` or plain pickle)
   and the other per-cut layouts listed in its docstring, read without their code.
 """
+
 from __future__ import annotations
 
 import json
 import warnings
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from hyptree.utils.files import atomic_write_json
 from hyptree.tree.cuts import cut_targets, frontier_cut, validate_cut
 from hyptree.tree.io.protect import protect_text
 from hyptree.tree.pickles import load_pickle_file, loads_permissive
 from hyptree.tree.taxonomy import Taxonomy
+from hyptree.utils.files import atomic_write_json
 
 __all__ = ["save_cuts", "load_cuts", "load_protect_cuts"]
 
@@ -102,9 +103,7 @@ def load_protect_cuts(path: str, taxonomy: Taxonomy) -> list[tuple[int, ...]]:
     elif isinstance(obj, (list, tuple)):
         entries = list(obj)
     else:
-        raise ValueError(
-            f"{path}: expected a dict or list of cuts, found {type(obj).__name__}"
-        )
+        raise ValueError(f"{path}: expected a dict or list of cuts, found {type(obj).__name__}")
     out = []
     for j, e in enumerate(entries):
         try:
@@ -133,8 +132,10 @@ def _load_cut_file(path):
 
 
 def _looks_like_flag_dict(obj, taxonomy) -> bool:
-    return bool(obj) and all(isinstance(k, str) for k in obj) and all(
-        isinstance(v, (bool, int, np.integer, float)) for v in obj.values()
+    return (
+        bool(obj)
+        and all(isinstance(k, str) for k in obj)
+        and all(isinstance(v, (bool, int, np.integer, float)) for v in obj.values())
     )
 
 
@@ -253,8 +254,6 @@ def _resolve_cut_names(taxonomy: Taxonomy, names, targets) -> tuple[int, ...]:
             want = set(np.nonzero(np.asarray(targets) == pos)[0].tolist())
             cand = [c for c in cand if set(taxonomy.classes_under(c).tolist()) == want]
             if len(cand) != 1:
-                raise ValueError(
-                    f"node text {name!r}: {len(cand)} nodes cover exactly the classes the file maps to it"
-                )
+                raise ValueError(f"node text {name!r}: {len(cand)} nodes cover exactly the classes the file maps to it")
         ids.append(cand[0])
     return validate_cut(taxonomy, ids)

@@ -6,10 +6,11 @@ sorted by node id; cuts loaded from files (`hyptree.tree.cutfiles`) keep the
 file's order. The class target of a cut is the position, within the cut tuple, of
 the cut node on the class's path (``cut_targets``).
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -4,6 +4,7 @@ the ProTeCt losses (`hyptree.loss.protect`) and the metrics (`hyptree.eval.metri
 `path_child_scores` gathers, for every sample, the scores of the children at each
 internal node on its path - the common core of the node-centric loss and HCA.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,14 +66,14 @@ class ProTeCtIndex:
     _FIELDS = ("leaves", "internal", "child_ids", "child_valid", "step_rows", "step_targets", "step_mask")
 
     @classmethod
-    def of(cls, taxonomy: Taxonomy) -> "ProTeCtIndex":
+    def of(cls, taxonomy: Taxonomy) -> ProTeCtIndex:
         """The index of ``taxonomy``, built once and cached on it."""
         cache = taxonomy._cache
         if "protect_index" not in cache:
             cache["protect_index"] = cls(taxonomy)
         return cache["protect_index"]
 
-    def on(self, device) -> "ProTeCtIndex":
+    def on(self, device) -> ProTeCtIndex:
         """A view of the tables on ``device`` (cached)."""
         device = torch.device(device)
         if device.type == "cpu":

@@ -4,6 +4,7 @@ Pickles are never loaded with plain ``pickle.load``: a restricted unpickler buil
 only basic containers and numpy arrays, and turns every other class it meets into
 an inert `StandIn` object that just records its attributes.
 """
+
 from __future__ import annotations
 
 import io
@@ -49,16 +50,33 @@ class StandIn:
 _standins: dict = {}
 
 _SAFE_GLOBALS = {
-    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "list"), ("builtins", "dict"),
-    ("builtins", "tuple"), ("builtins", "object"), ("builtins", "slice"), ("builtins", "complex"),
-    ("builtins", "bytearray"), ("builtins", "bytes"), ("builtins", "str"), ("builtins", "int"),
-    ("builtins", "float"), ("builtins", "bool"), ("builtins", "range"),
-    ("collections", "OrderedDict"), ("collections", "defaultdict"),
-    ("copyreg", "_reconstructor"), ("_codecs", "encode"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "list"),
+    ("builtins", "dict"),
+    ("builtins", "tuple"),
+    ("builtins", "object"),
+    ("builtins", "slice"),
+    ("builtins", "complex"),
+    ("builtins", "bytearray"),
+    ("builtins", "bytes"),
+    ("builtins", "str"),
+    ("builtins", "int"),
+    ("builtins", "float"),
+    ("builtins", "bool"),
+    ("builtins", "range"),
+    ("collections", "OrderedDict"),
+    ("collections", "defaultdict"),
+    ("copyreg", "_reconstructor"),
+    ("_codecs", "encode"),
 }
 _PY2_BUILTINS = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 _NUMPY_OK = {
-    "_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer",
+    "_reconstruct",
+    "ndarray",
+    "dtype",
+    "scalar",
+    "_frombuffer",
 }
 
 
@@ -69,7 +87,7 @@ class _PermissiveUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         if module.split(".")[0] == "numpy" and name in _NUMPY_OK:
             if module.startswith("numpy.core") and int(np.__version__.split(".")[0]) >= 2:
-                module = "numpy._core" + module[len("numpy.core"):]
+                module = "numpy._core" + module[len("numpy.core") :]
             return super().find_class(module, name)
         key = (module, name)
         if key not in _standins:

@@ -3,6 +3,7 @@
 `SPLIT_MODES` is the single list of split modes; the yacs config checks
 ``DATASET.SUBSAMPLE_SPLIT`` against it.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,7 @@ def split_base_novel(taxonomy: Taxonomy, mode: str = "balanced", seed: int = 0) 
         g = rng.permutation(g)
         h = len(g) // 2
         base.extend(g[:h])
-        novel.extend(g[h:2 * h])
+        novel.extend(g[h : 2 * h])
         if len(g) % 2:
             leftovers.append(int(g[-1]))
     leftovers = [leftovers[i] for i in rng.permutation(len(leftovers))]

@@ -22,16 +22,23 @@ Splits live in `hyptree.tree.splits`, tree cuts in `hyptree.tree.cuts` and their
 files in `hyptree.tree.cutfiles`; readers in `hyptree.tree.io`. Run
 ``python -m hyptree taxonomy show|stats|convert SOURCE`` for the command line.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from hyptree.tree.build import ROOT_NAME, edges_to_arrays, paths_to_arrays
 from hyptree.tree.checks import (
-    check_children, check_display_names, check_leaves, check_names, check_parents, default_display_name,
-    depths_or_cycle, path_table,
+    check_children,
+    check_display_names,
+    check_leaves,
+    check_names,
+    check_parents,
+    default_display_name,
+    depths_or_cycle,
+    path_table,
 )
 
 __all__ = ["Taxonomy"]
@@ -249,7 +256,7 @@ class Taxonomy:
         return np.nonzero(self._depth == d)[0]
 
     # ------------------------------------------------------------------ derived trees
-    def subtree(self, classes: Sequence[str | int]) -> "Taxonomy":
+    def subtree(self, classes: Sequence[str | int]) -> Taxonomy:
         """The tree restricted to ``classes`` (names, or integer class labels).
 
         The new class order is the given order; nodes left without classes are
@@ -310,7 +317,7 @@ class Taxonomy:
         display_names: Mapping[str, str] | None = None,
         root_name: str | None = None,
         source: str = "<paths>",
-    ) -> "Taxonomy":
+    ) -> Taxonomy:
         """Build from the canonical text format.
 
         One root-to-leaf path per line, components separated by ``/``, the root
@@ -340,7 +347,7 @@ class Taxonomy:
         display_names: Mapping[str, str] | None = None,
         root: str = ROOT_NAME,
         source: str = "<edges>",
-    ) -> "Taxonomy":
+    ) -> Taxonomy:
         """Build from ``(parent_name, child_name)`` pairs; ``root`` names the root.
 
         Repeated identical edges are ignored. Errors name the node for: a node with
@@ -354,7 +361,7 @@ class Taxonomy:
         return cls._from_arrays(arrays, source)
 
     @classmethod
-    def _from_arrays(cls, arrays, source: str) -> "Taxonomy":
+    def _from_arrays(cls, arrays, source: str) -> Taxonomy:
         names, parent, leaves, disp = arrays
         try:
             return cls(names, parent, leaves, disp or None)
@@ -366,14 +373,10 @@ class Taxonomy:
         ``/``-joined root-excluded path per class in label order, then ``@ NAME = TEXT``
         lines for nodes whose display name is not the default.
         ``Taxonomy.from_paths(t.to_paths()) == t``."""
-        bad = [
-            n for n in self._names[1:]
-            if "/" in n or n.startswith("#") or n.startswith("@") or " = " in n
-        ]
+        bad = [n for n in self._names[1:] if "/" in n or n.startswith("#") or n.startswith("@") or " = " in n]
         if bad:
             raise ValueError(
-                f"node name {bad[0]!r} cannot be written in the path format "
-                "(no '/', no leading '#' or '@', no ' = ')"
+                f"node name {bad[0]!r} cannot be written in the path format (no '/', no leading '#' or '@', no ' = ')"
             )
         lines = [] if self._names[0] == ROOT_NAME else [f"@root {self._names[0]}"]
         lines += ["/".join(self._names[i] for i in self.path(k)) for k in range(self.num_classes)]
@@ -436,7 +439,7 @@ class Taxonomy:
             i = stack.pop()
             line = "  " * int(self._depth[i]) + self._names[i]
             if self._display[i] != default_display_name(self._names[i]):
-                line += f" \"{self._display[i]}\""
+                line += f' "{self._display[i]}"'
             if self._class_of[i] >= 0:
                 line += f"  [{int(self._class_of[i])}]"
             out.append(line)

@@ -6,12 +6,14 @@ uniquely named temporary file in the target's folder, which is renamed over the 
 (``os.replace``, atomic on POSIX and Windows) only once it is complete. A failure leaves
 the old file untouched and removes the temporary one.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import tempfile
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -22,8 +24,15 @@ def _umask() -> int:
 # mkstemp creates files readable by the owner only; give atomic files the mode a plain open() would
 _FILE_MODE = 0o666 & ~_umask()
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "file_lock",
-           "build_dir_once", "build_file_once"]
+__all__ = [
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "file_lock",
+    "build_dir_once",
+    "build_file_once",
+]
 
 
 @contextlib.contextmanager

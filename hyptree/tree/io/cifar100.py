@@ -1,9 +1,10 @@
 """CIFAR-100's own hierarchy (``meta`` + ``train`` pickles of the python archive)."""
+
 from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -57,9 +58,7 @@ def read_cifar100_meta(meta_path: str, train_path: str | None = None) -> Taxonom
         if os.path.exists(sib):
             train_path = sib
         else:
-            raise ValueError(
-                f"{meta_path}: the coarse->fine mapping is in the 'train' pickle; pass train_path"
-            )
+            raise ValueError(f"{meta_path}: the coarse->fine mapping is in the 'train' pickle; pass train_path")
     meta = _decode_keys(load_pickle_file(meta_path), meta_path)
     for key in ("fine_label_names", "coarse_label_names"):
         if key not in meta:
@@ -75,7 +74,9 @@ def read_cifar100_meta(meta_path: str, train_path: str | None = None) -> Taxonom
     if fl.shape != cl.shape:
         raise ValueError(f"{train_path}: {len(fl)} fine labels but {len(cl)} coarse labels")
     if fl.size and (fl.min() < 0 or fl.max() >= len(fine) or cl.min() < 0 or cl.max() >= len(coarse)):
-        raise ValueError(f"{train_path}: labels outside the {len(fine)} fine / {len(coarse)} coarse names of {meta_path}")
+        raise ValueError(
+            f"{train_path}: labels outside the {len(fine)} fine / {len(coarse)} coarse names of {meta_path}"
+        )
     pairs = np.unique(np.stack([fl, cl], 1), axis=0) if fl.size else np.zeros((0, 2), np.int64)
     coarse_of = {}
     for f, c in pairs.tolist():

@@ -1,10 +1,10 @@
 """Choosing the reader for a taxonomy source: `detect_format` and `read_taxonomy`."""
+
 from __future__ import annotations
 
 import os
 import re
 
-from hyptree.tree.taxonomy import Taxonomy
 from hyptree.tree.io.cifar100 import read_cifar100_meta
 from hyptree.tree.io.folder import read_folder_tree
 from hyptree.tree.io.imagenet import read_imagenet_meta
@@ -12,6 +12,7 @@ from hyptree.tree.io.paths import read_paths_file
 from hyptree.tree.io.protect import read_protect_tree
 from hyptree.tree.io.rare_species import read_rare_species
 from hyptree.tree.io.sun397 import read_sun397_hierarchy
+from hyptree.tree.taxonomy import Taxonomy
 
 __all__ = ["FORMATS", "detect_format", "read_taxonomy"]
 
@@ -30,9 +31,7 @@ def detect_format(source: str) -> str:
         if "tree.npy" in entries:
             raise ValueError(f"{source}: a ProTeCt data folder; pass its tree.npy file")
         subs = [e for e in os.scandir(source) if e.is_dir() and not e.name.startswith(".")]
-        if subs and all(
-            len(e.name.split("_")) >= 6 and not any(s.is_dir() for s in os.scandir(e.path)) for e in subs
-        ):
+        if subs and all(len(e.name.split("_")) >= 6 and not any(s.is_dir() for s in os.scandir(e.path)) for e in subs):
             raise ValueError(
                 f"{source}: flat class folders with long '_' names - pass --format rare_species "
                 "(taxonomy from folder names) or --format folder (flat tree)"

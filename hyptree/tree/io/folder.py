@@ -1,8 +1,9 @@
 """A directory tree as a taxonomy: directories are nodes, leaf directories are classes."""
+
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from hyptree.tree.taxonomy import Taxonomy
 
@@ -26,9 +27,7 @@ def read_folder_tree(root: str, class_order: Sequence[str] | None = None, root_n
         if real in seen_real:
             raise ValueError(f"{root}: directory loop at {rel!r}")
         seen_real.add(real)
-        subs = sorted(
-            e.name for e in os.scandir(dirpath) if e.is_dir() and not e.name.startswith(".")
-        )
+        subs = sorted(e.name for e in os.scandir(dirpath) if e.is_dir() and not e.name.startswith("."))
         for s in subs:
             srel = f"{rel}/{s}" if rel else s
             if s in where:

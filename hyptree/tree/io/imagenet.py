@@ -1,8 +1,9 @@
 """ImageNet's WordNet hierarchy: the ILSVRC2012 devkit ``meta.mat`` and CoOp's ``classnames.txt``."""
+
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -92,7 +93,7 @@ def read_imagenet_meta(
         if w:
             disp[by_id[x]["wnid"]] = w
     if display_names:
-        disp.update({k: v for k, v in display_names.items() if k in {by_id[x]['wnid'] for x in kept}})
+        disp.update({k: v for k, v in display_names.items() if k in {by_id[x]["wnid"] for x in kept}})
     classes = [by_id[c]["wnid"] for c in class_ids]
     return Taxonomy.from_edges(edges, class_order=classes, display_names=disp, root=root, source=str(meta_mat))
 
@@ -106,7 +107,9 @@ def _read_synsets(meta_mat: str) -> tuple[dict[int, dict], dict[str, int]]:
     except Exception as e:
         raise ValueError(f"{meta_mat}: cannot read as a MATLAB file ({e})") from None
     if "synsets" not in mat:
-        raise ValueError(f"{meta_mat}: no 'synsets' variable (found {sorted(k for k in mat if not k.startswith('__'))})")
+        raise ValueError(
+            f"{meta_mat}: no 'synsets' variable (found {sorted(k for k in mat if not k.startswith('__'))})"
+        )
     syn = np.atleast_1d(mat["synsets"]).reshape(-1)
     by_id: dict[int, dict] = {}
     wnid_to_id: dict[str, int] = {}

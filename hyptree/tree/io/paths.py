@@ -1,10 +1,11 @@
 """The canonical text format: one ``/``-separated root-to-leaf path per class (see `Taxonomy.from_paths`)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from hyptree.utils.files import atomic_write_text
 from hyptree.tree.taxonomy import Taxonomy
+from hyptree.utils.files import atomic_write_text
 
 __all__ = ["read_paths_file", "write_paths_file"]
 

@@ -3,11 +3,12 @@
 Both are read without ProTeCt's code: ``tree.npy`` through the stand-in unpickler
 (`hyptree.tree.pickles`), the lists as text.
 """
+
 from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -236,7 +237,9 @@ def read_protect_list(
                 continue
             item = _list_item(line)
             if item is None or not item[0]:
-                raise ValueError(f"{path}:{lineno}: expected 'image_path,label[,index]' or 'image_path label': {raw.rstrip()!r}")
+                raise ValueError(
+                    f"{path}:{lineno}: expected 'image_path,label[,index]' or 'image_path label': {raw.rstrip()!r}"
+                )
             rel, label = item
             if num_classes is not None and not 0 <= label < num_classes:
                 raise ValueError(f"{path}:{lineno}: label {label} outside 0..{num_classes - 1}")

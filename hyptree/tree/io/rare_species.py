@@ -1,9 +1,10 @@
 """Rare Species: the taxonomy encoded in class folder names ``phylum_class_order_family_genus_species``."""
+
 from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from hyptree.tree.taxonomy import Taxonomy
 

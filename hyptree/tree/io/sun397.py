@@ -1,10 +1,11 @@
 """SUN397's three-level scene hierarchy table (``three_levels.csv`` / ``.tsv``)."""
+
 from __future__ import annotations
 
 import csv
 import logging
 from collections import Counter
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def read_sun397_hierarchy(
 
 def _table_header(lines: list[str], path: str, n_level1: int):
     """``(header line index, csv rows from the header on, group header texts, group node names)``."""
-    first_data = next((i for i, l in enumerate(lines) if l.strip().strip("'\"").startswith("/")), None)
+    first_data = next((i for i, ln in enumerate(lines) if ln.strip().strip("'\"").startswith("/")), None)
     if first_data is None or first_data == 0:
         raise ValueError(f"{path}: no header row followed by category rows starting with '/'")
     header_line = first_data - 1
@@ -175,7 +176,9 @@ def _assign_categories(classes, L1, L2, parent2, path) -> dict[int, list[str]]:
         log.info(
             "%s: %d categories are flagged in several level-2 groups and were given one parent "
             "(first flagged group under their first level-1 group), e.g. %s",
-            path, len(reassigned), ", ".join(reassigned[:5]),
+            path,
+            len(reassigned),
+            ", ".join(reassigned[:5]),
         )
     return members
 
