@@ -22,6 +22,10 @@ over tree depth and cuts only). All values are percentages.
   entry equals LA.
 * ``num_samples``.
 
+Plus the mistake measures of :mod:`hyptree.eval.mistakes` (``severity``, ``hdist@1``,
+``hdist@5``, ``TIE``, ``hP``, ``hR``, ``hF1``, ``TD_LA``, ``TD_agree``, ``consistency``,
+``num_mistakes``), streamed from the same scores.
+
 Ties in an argmax go to the first column in the subset's order on CPU.
 """
 
@@ -33,6 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from hyptree.eval.mistakes import MistakeMeter
 from hyptree.tree.cuts import cut_ids, cut_targets
 from hyptree.tree.index import ProTeCtIndex, path_child_scores
 from hyptree.tree.taxonomy import Taxonomy
@@ -69,6 +74,7 @@ class HierarchicalMeter:
                 raise ValueError(f"cut {j}: {e}") from None
             self._cuts.append((torch.as_tensor(np.asarray(ids, dtype=np.int64)), torch.as_tensor(tgt)))
         self._dev_cuts: dict = {}
+        self.mistakes = MistakeMeter(taxonomy)
         self.reset()
 
     def reset(self) -> None:
@@ -80,6 +86,7 @@ class HierarchicalMeter:
         self.node_total = torch.zeros(n_internal, dtype=torch.int64)
         self.depth_correct = torch.zeros(self.taxonomy.height, dtype=torch.int64)
         self.cut_correct = torch.zeros(len(self._cuts), dtype=torch.int64)
+        self.mistakes.reset()
 
     def _cuts_on(self, device):
         key = str(device)
@@ -115,6 +122,7 @@ class HierarchicalMeter:
         self.n += int(labels.shape[0])
         self.leaf_correct += int(leaf_ok.sum())
         self.hca_correct += int(hca_ok.sum())
+        self.mistakes.update(scores, labels)
 
     def compute(self) -> dict:
         """The metrics so far (percentages); see the module docstring for definitions."""
@@ -134,6 +142,7 @@ class HierarchicalMeter:
             "cut_acc": cut_acc,
             "node_accs": node_accs.tolist(),
             "num_samples": n,
+            **self.mistakes.compute(),
         }
 
 
