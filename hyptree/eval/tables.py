@@ -45,6 +45,9 @@ from hyptree.utils.files import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "METRICS",
+    "MISTAKE_METRICS",
+    "ALL_METRICS",
+    "select_metrics",
     "CSV_FIELDS",
     "Cell",
     "Table",
@@ -59,6 +62,10 @@ __all__ = [
 ]
 
 METRICS = ("LA", "HCA", "MTA", "node_acc")
+# every scalar of results.json's "metrics" a table can show (--metrics; docs/metrics.md)
+MISTAKE_METRICS = ("severity", "hdist@1", "hdist@5", "TIE", "hP", "hR", "hF1", "TD_LA", "TD_agree", "consistency")
+ALL_METRICS = METRICS + MISTAKE_METRICS
+METRIC_GROUPS = {"default": METRICS, "mistakes": MISTAKE_METRICS, "all": ALL_METRICS}
 CSV_FIELDS = (
     "table",
     "group",
@@ -424,6 +431,21 @@ def _plot_runs(root: str) -> int:
     return count
 
 
+def select_metrics(names: Sequence[str]) -> list[str]:
+    """``--metrics`` words to metric keys: names of :data:`ALL_METRICS` (any case) or the groups
+    ``default``, ``mistakes``, ``all``; duplicates dropped, order kept. Unknown names raise."""
+    by_lower = {m.lower(): m for m in ALL_METRICS}
+    out: list[str] = []
+    for name in names:
+        group = METRIC_GROUPS.get(name.lower())
+        if group is None and name.lower() not in by_lower:
+            raise ValueError(
+                f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS)} or {', '.join(METRIC_GROUPS)}"
+            )
+        out += [m for m in (group or (by_lower[name.lower()],)) if m not in out]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hyptree results",
@@ -438,7 +460,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also write curvatures/losses/depth_acc/poincare PNGs into every run folder",
     )
-    parser.add_argument("--metrics", nargs="+", default=list(METRICS), help="metrics to show (default: %(default)s)")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=["default"],
+        help=f"columns: metric names ({', '.join(ALL_METRICS)}) or groups default (= {' '.join(METRICS)}), "
+        "mistakes, all (default: default)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds every group should have (flag missing ones)")
     parser.add_argument(
         "--match", nargs="+", default=[], help="keep groups having all these folder names (or dataset/trainer/preset)"
@@ -446,7 +474,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ci95", action="store_true", help="show the 95%% confidence interval instead of std")
     args = parser.parse_args(argv)
     try:
-        tables = collect(args.output_dir, args.metrics, args.seeds, args.ci95, args.match)
+        metrics = select_metrics(args.metrics)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        tables = collect(args.output_dir, metrics, args.seeds, args.ci95, args.match)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
