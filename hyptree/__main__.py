@@ -16,6 +16,7 @@ COMMANDS = {
     "clip": ("hyptree.model.loading", "main", "make-tiny: write a random tiny CLIP"),
     "protocols": ("hyptree.run.protocols", "main", "helpers of scripts/hyptree/*.sh"),
     "maple": ("hyptree.run.maple_patch", "main", "install HypTree into a MaPLe / PromptSRC checkout"),
+    "predict": ("hyptree.run.predict", "main", "a root-to-leaf path per image from a trained run"),
 }
 
 

@@ -25,6 +25,7 @@ from hyptree.eval import TRAIN_LOG_FILE, TrainLog, evaluate, format_metrics
 from hyptree.model.loading import load_clip
 from hyptree.run.config import configure_for_trainer
 from hyptree.run.factory import build_model
+from hyptree.run.predict import CONFIG_FILE
 from hyptree.run.records import evaluation_cuts_for, write_evaluation
 from hyptree.run.training import (
     autocast,
@@ -34,6 +35,7 @@ from hyptree.run.training import (
     loss_summary,
     resolve_precision,
 )
+from hyptree.utils.files import atomic_write_text
 
 CHECKPOINT_NAME = "learnable"  # checkpoints: OUTPUT_DIR/learnable/model.pth.tar-N
 
@@ -96,6 +98,7 @@ class HierTrainer(TrainerX):
     # ------------------------------------------------------------------ training
     def before_train(self):
         super().before_train()  # resumes from OUTPUT_DIR or RESUME; tensorboard
+        atomic_write_text(osp.join(self.output_dir, CONFIG_FILE), self.cfg.dump())  # read by hyptree predict
         self.train_log = TrainLog(osp.join(self.output_dir, TRAIN_LOG_FILE))
         self.train_log.truncate(self.start_epoch)  # drop an interrupted epoch's lines
         if self.start_epoch > 0:

@@ -25,7 +25,7 @@ import torch
 from hyptree.tree.index import ProTeCtIndex
 from hyptree.tree.taxonomy import Taxonomy
 
-__all__ = ["DecodeTables", "top_down", "sibling_probs", "decode", "Decision"]
+__all__ = ["DecodeTables", "top_down", "sibling_probs", "decode", "Decision", "path_of", "decision_records"]
 
 
 class DecodeTables:
@@ -143,3 +143,45 @@ def decode(taxonomy: Taxonomy, scores, k: int = 5) -> Decision:
         topk_probs=probs.cpu().numpy(),
         probs=sibling_probs(taxonomy, scores).cpu().numpy(),
     )
+
+
+def path_of(taxonomy: Taxonomy, label: int, probs_row) -> list[dict]:
+    """Root-excluded path of class ``label``: per node ``{"node", "display", "depth", "score"}``
+    with ``score`` its sibling softmax from ``probs_row`` (a row of :attr:`Decision.probs`)."""
+    return [
+        {
+            "node": taxonomy.names[v],
+            "display": taxonomy.display_names[v],
+            "depth": int(taxonomy.depth[v]),
+            "score": float(probs_row[v]),
+        }
+        for v in taxonomy.path(int(label))
+    ]
+
+
+def decision_records(taxonomy: Taxonomy, dec: Decision) -> list[dict]:
+    """One JSON-ready dict per row of ``dec``::
+
+        {"flat": {"label", "leaf", "path": [...], "path_score"},
+         "top_down": {... the same ...},
+         "topk": [{"label", "leaf", "prob"}, ...],
+         "agree": flat leaf == top-down leaf}
+
+    ``path`` as :func:`path_of`; ``path_score`` is the product of the path's level scores
+    (the probability of the path under the sibling softmaxes).
+    """
+    out = []
+    for i in range(len(dec.flat)):
+        row = {}
+        for key in ("flat", "top_down"):
+            k = int(getattr(dec, key)[i])
+            path = path_of(taxonomy, k, dec.probs[i])
+            score = float(np.prod([p["score"] for p in path]))
+            row[key] = {"label": k, "leaf": taxonomy.class_names[k], "path": path, "path_score": score}
+        row["topk"] = [
+            {"label": int(k), "leaf": taxonomy.class_names[int(k)], "prob": float(p)}
+            for k, p in zip(dec.topk[i], dec.topk_probs[i])
+        ]
+        row["agree"] = row["flat"]["label"] == row["top_down"]["label"]
+        out.append(row)
+    return out
