@@ -81,7 +81,8 @@ class HierTrainer(TrainerX):
             f"{', '.join(name for name, _ in self.learnable.named_children())}"
         )
         self.optim = build_optimizer(self.learnable, cfg.OPTIM, param_groups=[{"params": params}])
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM, h.SCHEDULE)
+        self.lr_per_iteration = h.SCHEDULE == "official_per_iteration"
         self.register_model(CHECKPOINT_NAME, self.learnable, self.optim, self.sched)
         self.scaler = grad_scaler(self.precision, self.device)
         self.cuts = evaluation_cuts_for(cfg, self.taxonomy, getattr(dataset, "full_taxonomy", None))
@@ -129,8 +130,8 @@ class HierTrainer(TrainerX):
             lr=self.get_current_lr(),
             **summary,
         )
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
+        if self.lr_per_iteration or (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()  # official_per_iteration: after every step; else once per epoch
         return summary
 
     def after_epoch(self):
