@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from helpers import LINES
 
 from hyptree.geometry.curvatures import Curvatures
 from hyptree.loss.objective import HierarchicalObjective, ObjectiveSettings
@@ -25,8 +26,6 @@ from hyptree.model.towers import VisionTower, scale_layers
 from hyptree.run.config import add_hyptree_config, check_config, default_config
 from hyptree.run.training import build_lr_scheduler
 from hyptree.tree import Taxonomy
-
-from helpers import LINES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
