@@ -287,3 +287,69 @@ def test_no_image_tree_has_no_image_entailment(mode):
     assert "image_ent" in out
     out["total"].backward()
     assert tree.curvatures.log_c_image.grad.abs().item() > 0
+
+
+# --------------------------------------------------------------------------- reference base/novel
+
+
+def _write_reference(folder):
+    from test_taxonomy_io import NESTED, make_protect_tree
+
+    folder.mkdir(parents=True)
+    make_protect_tree(str(folder / "tree.npy"), NESTED)
+    # leaves (DFS): canoe liner jar vase bottle_cap lens_cap beret baseball_cap coat
+    base = {
+        "object": {"vessel": {"canoe": {}}, "container": {"vessel_1": {"jar": {}}, "cap_1": {"bottle_cap": {}}}},
+        "garment": {"cap_2": {"beret": {}}, "coat": {}},
+    }
+    make_protect_tree(str(folder / "tree_base.npy"), base)
+    np.save(folder / "relabeler_base.npy", {0: 0, 2: 1, 4: 2, 6: 3, 8: 4}, allow_pickle=True)
+    np.save(folder / "relabeler_novel.npy", {1: 0, 3: 1, 5: 2, 7: 3}, allow_pickle=True)
+    cuts = {
+        0: [("object", "garment"), [0, 0, 0, 1, 1]],
+        1: [("vessel", "container", "garment"), [0, 1, 1, 2, 2]],
+    }
+    torch.save(cuts, folder / "treecuts_25_multi_base.pkl")
+
+
+def test_reference_split_reads_the_official_files(tmp_path):
+    from hyptree.data.reference import reference_split
+    from hyptree.tree.cutfiles import load_protect_cuts
+    from hyptree.tree.io.protect import read_protect_tree
+
+    _write_reference(tmp_path / "protect" / "cifar100")
+    full = read_protect_tree(str(tmp_path / "protect" / "cifar100" / "tree.npy"))
+    # this run's tree lists the classes in another order: matching is by name
+    full = full.subtree(list(reversed(full.class_names)))
+    labels, cuts_file = reference_split(str(tmp_path), ("cifar100",), "cifar100", "base", full)
+    assert [full.class_names[k] for k in labels] == ["canoe", "jar", "bottle_cap", "beret", "coat"]
+    base = full.subtree([int(k) for k in labels])
+    assert base.height == full.height and "container" in base  # depths and single-child chains kept
+    cuts = load_protect_cuts(cuts_file, base)
+    assert [sorted(base.names[i] for i in c) for c in cuts] == [
+        ["garment", "object"],
+        ["container", "garment", "vessel"],
+    ]
+    novel, novel_cuts = reference_split(str(tmp_path), ("cifar100",), "cifar100", "new", full)
+    assert [full.class_names[k] for k in novel] == ["liner", "vase", "lens_cap", "baseball_cap"]
+    assert novel_cuts == ""  # no novel cut file written: seeded cuts (with a warning)
+
+
+def test_reference_split_errors(tmp_path):
+    from hyptree.data.reference import reference_split
+    from hyptree.tree.io.protect import read_protect_tree
+
+    folder = tmp_path / "protect" / "cifar100"
+    with pytest.raises(FileNotFoundError, match="relabeler_base.npy"):
+        reference_split(str(tmp_path), ("cifar100",), "cifar100", "base", Taxonomy.from_paths(LINES))
+    _write_reference(folder)
+    full = read_protect_tree(str(folder / "tree.npy"))
+    np.save(folder / "relabeler_base.npy", {0: 0, 3: 1, 4: 2, 6: 3, 8: 4}, allow_pickle=True)  # not tree_base's
+    with pytest.raises(ValueError, match="tree_base.npy"):
+        reference_split(str(tmp_path), ("cifar100",), "cifar100", "base", full)
+    np.save(folder / "relabeler_base.npy", {0: 1, 2: 0}, allow_pickle=True)
+    with pytest.raises(ValueError, match="0..1"):
+        reference_split(str(tmp_path), ("cifar100",), "cifar100", "base", full)
+    cfg = default_config()
+    cfg.DATASET.SUBSAMPLE_SPLIT = "reference"
+    check_config(cfg)

@@ -34,6 +34,7 @@ from hyptree.run.training import (
     loss_summary,
     resolve_precision,
 )
+from hyptree.tree.cutfiles import load_protect_cuts
 
 CHECKPOINT_NAME = "learnable"  # checkpoints: OUTPUT_DIR/learnable/model.pth.tar-N
 
@@ -86,6 +87,9 @@ class HierTrainer(TrainerX):
         self.register_model(CHECKPOINT_NAME, self.learnable, self.optim, self.sched)
         self.scaler = grad_scaler(self.precision, self.device)
         self.cuts = evaluation_cuts_for(cfg, self.taxonomy, getattr(dataset, "full_taxonomy", None))
+        reference_cuts = getattr(getattr(dataset, "hier", None), "cuts_file", "")
+        if reference_cuts and not h.EVAL.CUTS_FILE:  # SUBSAMPLE_SPLIT reference: the official cut file
+            self.cuts = load_protect_cuts(reference_cuts, self.taxonomy)
         self.evaluated_epoch = None  # epochs of training behind the current weights
         self.model_dir = None  # --model-dir of an evaluation-only run; None if trained here
         self.train_log = None

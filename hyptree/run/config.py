@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from yacs.config import CfgNode as CN
 
+from hyptree.data.reference import REFERENCE_SPLIT
 from hyptree.geometry.curvatures import CURVATURE_MODES
 from hyptree.loss.objective import CROSS_TERMS, NODE_LOSS_REDUCTIONS, PRESETS
 from hyptree.model.fusion import QK_INITS
@@ -219,7 +220,7 @@ def check_config(cfg: CN) -> None:
         ("TRAINER.HYPTREE.PRESET", h.PRESET, PRESETS),
         ("TRAINER.HYPTREE.CURVATURE.MODE", h.CURVATURE.MODE, CURVATURE_MODES),
         ("TRAINER.HYPTREE.ALIGN.CROSS", h.ALIGN.CROSS, CROSS_TERMS),
-        ("DATASET.SUBSAMPLE_SPLIT", cfg.DATASET.SUBSAMPLE_SPLIT, SPLIT_MODES),
+        ("DATASET.SUBSAMPLE_SPLIT", cfg.DATASET.SUBSAMPLE_SPLIT, (*SPLIT_MODES, REFERENCE_SPLIT)),
         ("TRAINER.HYPTREE.NODE_LOSS", h.NODE_LOSS, NODE_LOSS_REDUCTIONS),
         ("TRAINER.HYPTREE.SCHEDULE", h.SCHEDULE, SCHEDULES),
         ("TRAINER.HYPTREE.FUSION.QK_INIT", h.FUSION.QK_INIT, QK_INITS),
