@@ -353,3 +353,32 @@ def test_reference_split_errors(tmp_path):
     cfg = default_config()
     cfg.DATASET.SUBSAMPLE_SPLIT = "reference"
     check_config(cfg)
+
+
+# --------------------------------------------------------------------------- per-depth accuracy
+
+
+def test_official_per_depth_accuracy_by_brute_force():
+    from hyptree.eval.metrics import hierarchical_metrics
+
+    t = _tree()  # leaves at depth 2 (cat, boat) and 3
+    g = torch.Generator().manual_seed(4)
+    scores = torch.randn(40, t.num_nodes, generator=g)
+    labels = torch.randint(0, t.num_classes, (40,), generator=g)
+    got = hierarchical_metrics(t, scores, labels, depth="official")["depth_acc"]
+    for d in range(1, t.height + 1):
+        correct = total = 0
+        for x, k in zip(scores, labels.tolist()):
+            node = int(t.leaves[k])
+            chain = [node]
+            while t.parent[chain[-1]] >= 0:
+                chain.append(int(t.parent[chain[-1]]))
+            at_d = [n for n in chain if t.depth[n] == d]
+            if not at_d:
+                continue  # leaf shallower than d: drops out
+            candidates = [n for n in range(t.num_nodes) if t.depth[n] == d]  # leaves included
+            total += 1
+            correct += max(candidates, key=lambda n: x[n].item()) == at_d[0]
+        assert got[d - 1] == pytest.approx(100.0 * correct / total)
+    with pytest.raises(ValueError, match="depth accuracy"):
+        hierarchical_metrics(t, scores, labels, depth="both")

@@ -194,7 +194,14 @@ class HierTrainer(TrainerX):
             f"({self.taxonomy.num_classes} classes, {len(self.cuts)} cuts for MTA)"
         )
         # no autocast here: under amp the weights are fp32 and evaluation stays in fp32 (as MaPLe)
-        metrics, embeddings = evaluate(self.model, loader, self.taxonomy, self.cuts, device=self.device)
+        metrics, embeddings = evaluate(
+            self.model,
+            loader,
+            self.taxonomy,
+            self.cuts,
+            device=self.device,
+            depth=self.cfg.TRAINER.HYPTREE.EVAL.DEPTH_ACCURACY,
+        )
         print(format_metrics(metrics))
         step = self.evaluated_epoch or 0
         for key in ("LA", "HCA", "MTA", "node_acc"):
