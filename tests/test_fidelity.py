@@ -382,3 +382,46 @@ def test_official_per_depth_accuracy_by_brute_force():
         assert got[d - 1] == pytest.approx(100.0 * correct / total)
     with pytest.raises(ValueError, match="depth accuracy"):
         hierarchical_metrics(t, scores, labels, depth="both")
+
+
+# --------------------------------------------------------------------------- paper tables
+
+
+def test_paper_results_ship_with_the_package():
+    from hyptree.eval.paper import paper_key, paper_rows
+
+    rows = paper_rows()
+    assert len(rows) == 48  # 2 backbones x 3 methods x 2 shots x 4 datasets
+    assert rows[("PromptSRC", "+ProTeCt", 1, "ImageNet")]["HCA"] == 20.36  # README value (project page: 21.58)
+    assert rows[("MaPLe", "+Ours", 16, "CIFAR-100")] == {"LA": 77.92, "HCA": 69.38, "MTA": 90.89}
+    assert paper_key("CIFAR100Hier", "MaPLeHypTree", "vit_b16_c2_ep200_batch8_2ctx_cifar100_16shot", 16) == (
+        "MaPLe",
+        "+Ours",
+        16,
+        "CIFAR-100",
+    )
+    assert paper_key("sun397", "PromptSRCHypTree", "protect", "1") == ("PromptSRC", "+ProTeCt", 1, "SUN")
+    assert paper_key("ToyHier", "MaPLeHypTree", "tiny_cpu", 4) is None
+    assert "paper_results.csv" in open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
+
+
+def test_results_paper_flag(tmp_path, capsys):
+    import fixtures_runs as runs
+
+    from hyptree.eval import tables
+
+    run = (
+        tmp_path
+        / "paper"
+        / "CIFAR100Hier"
+        / "shots_16"
+        / "MaPLeHypTree"
+        / "vit_b16_c2_ep200_batch8_2ctx_cifar100_16shot"
+    )
+    runs.write_results(run / "seed1", metrics={"LA": 77.0, "HCA": 70.0})
+    assert tables.main([str(tmp_path / "paper"), "--paper"]) == 0
+    out = capsys.readouterr().out
+    assert "paper LA/HCA/MTA" in out and "77.92 / 69.38 / 90.89" in out and "-0.92 / +0.62 / -30.89" in out
+    runs.write_results(tmp_path / "toy" / "ToyHier" / "tiny_cpu" / "seed1", dataset="ToyHier", num_shots=4)
+    assert tables.main([str(tmp_path / "toy"), "--paper"]) == 0
+    assert "no paper row matches" in capsys.readouterr().out
