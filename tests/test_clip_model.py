@@ -308,15 +308,20 @@ def test_vision_prompt_errors(model):
 
 
 def test_scale_layers():
-    assert scale_layers((4, 7), 12) == (4, 7)
-    assert scale_layers((4, 7), 24) == (8, 14)  # ViT-L/14
-    assert scale_layers((4, 7), 4) == (1, 2)
-    assert scale_layers((4, 7), 6) == (2, 4)  # 3.5 rounds half up
-    assert scale_layers((1, 11), 3) == (1, 2)  # clamped into [1, depth - 1]
+    # 0-based block indices ending with the final block -> 1-based block counts of the
+    # intermediate tokens (the tower returns the final token itself)
+    assert scale_layers((4, 7, 11), 12) == (5, 8)
+    assert scale_layers((4, 7, 11), 24) == (10, 16)  # ViT-L/14
+    assert scale_layers((4, 7, 11), 4) == (2, 3)
+    assert scale_layers((4, 7, 11), 6) == (3, 4)  # 2.5 rounds half up
+    assert scale_layers((0, 10, 11), 3) == (1, 2)  # clamped into [1, depth - 1]
+    assert scale_layers((11,), 12) == ()  # the final token only
     with pytest.raises(ValueError, match="strictly increasing"):
-        scale_layers((4, 7), 2)
+        scale_layers((4, 7, 11), 2)
     with pytest.raises(ValueError):
-        scale_layers((4, 7), 1)
+        scale_layers((4, 7, 11), 1)
+    with pytest.raises(ValueError, match="final block"):
+        scale_layers((4, 7), 12)  # the old 1-based form without the final block
 
 
 # --------------------------------------------------------------------------- precision

@@ -10,7 +10,7 @@ def test_default_config_is_complete_and_valid():
     h = cfg.TRAINER.HYPTREE
     assert (h.BACKBONE, h.PRESET, h.CURVATURE.MODE, h.ALIGN.CROSS) == ("maple", "hyptree", "intermediate", "entailment")
     assert (h.W_CUT, h.LAMBDA, h.ALPHA, h.CURVATURE.KAPPA) == (1.0, 0.5, 0.5, 3.0)
-    assert list(h.LAYERS) == [4, 7]
+    assert list(h.LAYERS) == [4, 7, 11]
     # published backbone defaults
     assert cfg.TRAINER.MAPLE.N_CTX == 2 and cfg.TRAINER.MAPLE.PROMPT_DEPTH == 9
     assert cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT == 25 and cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT == 10
@@ -55,6 +55,12 @@ def test_frozen_and_clashing_configs_are_refused():
         ("TRAINER.HYPTREE.PRESET", "protekt", "TRAINER.HYPTREE.PRESET"),
         ("TRAINER.HYPTREE.CURVATURE.MODE", "hyperbolic", "CURVATURE.MODE"),
         ("TRAINER.HYPTREE.LAYERS", [7, 4], "LAYERS"),
+        ("TRAINER.HYPTREE.LAYERS", [4, 7], "LAYERS"),
+        ("TRAINER.HYPTREE.NODE_LOSS", "per_leaf", "NODE_LOSS"),
+        ("TRAINER.HYPTREE.SCHEDULE", "per_step", "SCHEDULE"),
+        ("TRAINER.HYPTREE.FUSION.QK_INIT", "random", "QK_INIT"),
+        ("TRAINER.HYPTREE.CURVATURE.C_TEXT_INIT", 0.001, "C_TEXT_INIT"),
+        ("TRAINER.HYPTREE.EVAL.DEPTH_ACCURACY", "both", "DEPTH_ACCURACY"),
         ("TRAINER.HYPTREE.CURVATURE.C0", -1.0, "C0"),
     ],
 )

@@ -290,12 +290,12 @@ def test_generated_configs_keep_the_published_settings():
         "PROMPT_DEPTH: 3",
         "LAMBDA: 0.5",
         "ALPHA: 0.5",
-        "LAYERS: [4, 7]",
+        "LAYERS: [4, 7, 11]",
         "WARMUP_EPOCH: 1",
     ):
         assert needle in one, needle
     src = files["PromptSRCHypTree/vit_b16_c2_ep10_batch8_4+4ctx_rarespecies_16shot.yaml"]
-    for needle in ("GPA_MEAN: 30", "GPA_STD: 30", "C0: 0.5", "TEXT_LOSS_WEIGHT: 25", "CLIP_PATH"):
+    for needle in ("GPA_MEAN: 30", "GPA_STD: 30", "C0: 0.05", "TEXT_LOSS_WEIGHT: 25", "CLIP_PATH"):
         assert needle in src, needle
     assert 'PRESET: "protect"' in files["CoOpHier/protect.yaml"]
     assert 'MODE: "euclidean"' in files["MaPLeHypTree/ablation_euclidean.yaml"]

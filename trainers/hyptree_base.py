@@ -35,6 +35,7 @@ from hyptree.run.training import (
     loss_summary,
     resolve_precision,
 )
+from hyptree.tree.cutfiles import load_protect_cuts
 from hyptree.utils.files import atomic_write_text
 
 CHECKPOINT_NAME = "learnable"  # checkpoints: OUTPUT_DIR/learnable/model.pth.tar-N
@@ -83,10 +84,14 @@ class HierTrainer(TrainerX):
             f"{', '.join(name for name, _ in self.learnable.named_children())}"
         )
         self.optim = build_optimizer(self.learnable, cfg.OPTIM, param_groups=[{"params": params}])
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM, h.SCHEDULE)
+        self.lr_per_iteration = h.SCHEDULE == "official_per_iteration"
         self.register_model(CHECKPOINT_NAME, self.learnable, self.optim, self.sched)
         self.scaler = grad_scaler(self.precision, self.device)
         self.cuts = evaluation_cuts_for(cfg, self.taxonomy, getattr(dataset, "full_taxonomy", None))
+        reference_cuts = getattr(getattr(dataset, "hier", None), "cuts_file", "")
+        if reference_cuts and not h.EVAL.CUTS_FILE:  # SUBSAMPLE_SPLIT reference: the official cut file
+            self.cuts = load_protect_cuts(reference_cuts, self.taxonomy)
         self.evaluated_epoch = None  # epochs of training behind the current weights
         self.model_dir = None  # --model-dir of an evaluation-only run; None if trained here
         self.train_log = None
@@ -132,8 +137,8 @@ class HierTrainer(TrainerX):
             lr=self.get_current_lr(),
             **summary,
         )
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
+        if self.lr_per_iteration or (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()  # official_per_iteration: after every step; else once per epoch
         return summary
 
     def after_epoch(self):
@@ -192,7 +197,14 @@ class HierTrainer(TrainerX):
             f"({self.taxonomy.num_classes} classes, {len(self.cuts)} cuts for MTA)"
         )
         # no autocast here: under amp the weights are fp32 and evaluation stays in fp32 (as MaPLe)
-        metrics, embeddings = evaluate(self.model, loader, self.taxonomy, self.cuts, device=self.device)
+        metrics, embeddings = evaluate(
+            self.model,
+            loader,
+            self.taxonomy,
+            self.cuts,
+            device=self.device,
+            depth=self.cfg.TRAINER.HYPTREE.EVAL.DEPTH_ACCURACY,
+        )
         print(format_metrics(metrics))
         step = self.evaluated_epoch or 0
         for key in ("LA", "HCA", "MTA", "node_acc"):

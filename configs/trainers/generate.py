@@ -18,6 +18,7 @@ Per trainer:
 """
 
 import argparse
+import copy
 import os
 import sys
 
@@ -71,27 +72,43 @@ ABLATIONS = {
     "cross_mmd": ({"ALIGN": {"CROSS": "mmd"}}, "MMD cross term (DecAlign's homogeneity)"),
 }
 
-# DESIGN section 7: (file tag, dataset, shots, epochs, batch, lr, c0, scale, note)
+# DESIGN section 7: the official configs/few_shot/{1,16}-shot/<dataset>/{maple,promptsrc}+ours.yml
+# of MCISLAB-Manifold-Learning/HypModalAlign, value for value (docs/fidelity.md).
+# (file tag, dataset, shots, epochs, batch, lr, c0, c_t init, c_i init, scale s_t = s_i, seed, note)
 PUBLISHED = {
     "MaPLeHypTree": [
-        ("cifar100_1shot", "CIFAR-100", 1, 200, 8, 0.02, 0.5, 10.0, ""),
-        ("cifar100_16shot", "CIFAR-100", 16, 200, 8, 0.01, 0.05, 1.0, ""),
-        ("sun397_1shot", "SUN397", 1, 200, 8, 0.02, 0.05, 1.0, ""),
-        ("sun397_16shot", "SUN397", 16, 200, 8, 0.01, 0.05, 1.0, ""),
-        ("imagenet", "ImageNet (and the cross-domain targets)", 16, 10, 2, 0.02, 0.05, 1.0, ""),
-        ("rarespecies_1shot", "Rare Species", 1, 10, 8, 0.02, 0.05, 1.0, "bioclip"),
-        ("rarespecies_16shot", "Rare Species", 16, 10, 8, 0.03, 0.05, 1.0, "bioclip"),
+        ("cifar100_1shot", "CIFAR-100", 1, 200, 8, 0.02, 0.5, 0.5, 0.5, 10.0, 1, ""),
+        ("cifar100_16shot", "CIFAR-100", 16, 200, 8, 0.01, 0.05, 0.025, 0.05, 1.0, 1, ""),
+        ("sun397_1shot", "SUN397", 1, 200, 8, 0.02, 0.05, 0.025, 0.05, 1.0, 1, ""),
+        ("sun397_16shot", "SUN397", 16, 200, 8, 0.01, 0.05, 0.05, 0.05, 1.0, 1, ""),
+        ("imagenet_1shot", "ImageNet", 1, 10, 2, 0.02, 0.5, 0.5, 0.25, 1.0, 2, ""),
+        ("imagenet_16shot", "ImageNet (and the cross-domain targets)", 16, 10, 2, 0.02, 0.05, 0.025, 0.05, 1.0, 2, ""),
+        ("rarespecies_1shot", "Rare Species", 1, 10, 8, 0.02, 0.05, 0.025, 0.05, 1.0, 2, "bioclip"),
+        ("rarespecies_16shot", "Rare Species", 16, 10, 8, 0.03, 0.05, 0.025, 0.05, 1.0, 2, "bioclip"),
     ],
     "PromptSRCHypTree": [
-        ("cifar100_1shot", "CIFAR-100", 1, 200, 8, 0.02, 0.05, 10.0, ""),
-        ("cifar100_16shot", "CIFAR-100", 16, 200, 8, 0.01, 0.05, 1.0, ""),
-        ("sun397_1shot", "SUN397", 1, 200, 8, 0.02, 0.05, 1.0, ""),
-        ("sun397_16shot", "SUN397", 16, 200, 8, 0.01, 0.05, 1.0, ""),
-        ("imagenet", "ImageNet (and the cross-domain targets)", 16, 10, 2, 0.02, 0.05, 1.0, ""),
-        ("rarespecies_1shot", "Rare Species", 1, 10, 8, 0.02, 0.5, 1.0, "bioclip"),
-        ("rarespecies_16shot", "Rare Species", 16, 10, 8, 0.03, 0.5, 1.0, "bioclip"),
+        ("cifar100_1shot", "CIFAR-100", 1, 200, 8, 0.02, 0.05, 0.05, 0.025, 1.0, 1, ""),
+        ("cifar100_16shot", "CIFAR-100", 16, 200, 8, 0.01, 0.05, 0.05, 0.05, 10.0, 1, ""),
+        ("sun397_1shot", "SUN397", 1, 200, 8, 0.01, 0.05, 0.025, 0.05, 10.0, 1, ""),
+        ("sun397_16shot", "SUN397", 16, 200, 8, 0.01, 0.05, 0.025, 0.05, 10.0, 1, ""),
+        ("imagenet_1shot", "ImageNet", 1, 10, 2, 0.02, 0.05, 0.05, 0.025, 1.0, 2, ""),
+        ("imagenet_16shot", "ImageNet (and the cross-domain targets)", 16, 10, 2, 0.02, 0.05, 0.025, 0.05, 1.0, 2, ""),
+        ("rarespecies_1shot", "Rare Species", 1, 10, 8, 0.02, 0.5, 0.25, 0.5, 1.0, 2, "bioclip"),
+        ("rarespecies_16shot", "Rare Species", 16, 10, 8, 0.03, 0.05, 0.025, 0.05, 1.0, 2, "bioclip"),
     ],
 }
+
+# The official recipe shared by every published-setting file (docs/fidelity.md): plain SGD
+# (no momentum, no weight decay), constant warm-up lr 0.001 for one step, the cosine stepped
+# per iteration, per-node node loss, trainable identity-initialised fusion V with Xavier q/k,
+# no random crop / flip. The math fixes of DESIGN section 8 stay ours (KAPPA 3 among them).
+OFFICIAL_OPTIM = {"MOMENTUM": 0.0, "WEIGHT_DECAY": 0.0, "WARMUP_CONS_LR": 0.001}
+OFFICIAL_HYPTREE = {
+    "NODE_LOSS": "per_node",
+    "SCHEDULE": "official_per_iteration",
+    "FUSION": {"LEARN_VALUE": True, "QK_INIT": "xavier"},
+}
+OFFICIAL_INPUT = {"TRANSFORMS": ["normalize"]}
 
 BIOCLIP_NOTE = "Rare Species uses BioCLIP: pass TRAINER.HYPTREE.CLIP_PATH /path/to/bioclip/open_clip_pytorch_model.bin"
 
@@ -104,7 +121,7 @@ def hyptree_section(preset, **extra):
         h.update(
             {
                 "ALPHA": 0.5,
-                "LAYERS": [4, 7],
+                "LAYERS": [4, 7, 11],
                 "IMAGE_TREE": True,
                 "PASS_THROUGH": True,
                 "SCALE_TEXT": 10.0,
@@ -224,7 +241,7 @@ def all_files():
                     [f"{trainer} ablation: {what}.", "hyptree.yaml with this one change.", gen],
                     config(trainer, "hyptree", hyptree_update=change, **sched),
                 )
-        for tag, dataset, shots, epochs, batch, lr, c0, scale, note in PUBLISHED.get(trainer, []):
+        for tag, dataset, shots, epochs, batch, lr, c0, c_t, c_i, scale, seed, note in PUBLISHED.get(trainer, []):
             if trainer == "MaPLeHypTree":
                 name = f"vit_b16_c2_ep{epochs}_batch{batch}_2ctx_{tag}.yaml"
                 section_update = {"PROMPT_DEPTH": 3}
@@ -233,13 +250,22 @@ def all_files():
                 section_update = {"GPA_MEAN": 30, "GPA_STD": 30}
             header = [
                 f"{trainer} on {dataset}, {shots}-shot (published few-shot setting, DESIGN section 7):",
-                f"{epochs} epochs, batch {batch}, lr {lr}, c0 {c0}, scale s_t = s_i = {scale}.",
+                f"{epochs} epochs, batch {batch}, lr {lr}, c0 {c0}, c_t {c_t}, c_i {c_i}, "
+                f"scale s_t = s_i = {scale}, seed {seed}.",
+                "The official recipe (plain SGD, per-iteration cosine, per-node loss, trainable fusion V,",
+                "no random crop/flip) with DESIGN section 8's math fixes; see docs/fidelity.md.",
             ]
-            if "shot" not in tag:
-                header.append("Pass DATASET.NUM_SHOTS for other shot counts.")
             if note == "bioclip":
                 header.append(BIOCLIP_NOTE + ".")
             header.append(gen)
+            hyptree_update = _deep_update(
+                {
+                    "CURVATURE": {"C0": c0, "C_TEXT_INIT": c_t, "C_IMAGE_INIT": c_i},
+                    "SCALE_TEXT": scale,
+                    "SCALE_IMAGE": scale,
+                },
+                copy.deepcopy(OFFICIAL_HYPTREE),
+            )
             out[f"{trainer}/{name}"] = render(
                 header,
                 config(
@@ -250,7 +276,9 @@ def all_files():
                     lr=lr,
                     print_freq=20,
                     section_update=section_update,
-                    hyptree_update={"CURVATURE": {"C0": c0}, "SCALE_TEXT": scale, "SCALE_IMAGE": scale},
+                    hyptree_update=hyptree_update,
+                    input_update=OFFICIAL_INPUT,
+                    extra={"OPTIM": dict(OFFICIAL_OPTIM), "SEED": seed},
                 ),
             )
         tiny_section = {"PREC": "fp32"}

@@ -46,6 +46,7 @@ import numpy as np
 
 from hyptree.data import cifar100, imagenet, rare_species, sun397, toy
 from hyptree.data.common import SUBSAMPLE_CHOICES, Item, RawDataset, fewshot_sample, subsample_classes
+from hyptree.data.reference import REFERENCE_SPLIT, reference_split
 from hyptree.tree.checks import default_display_name
 from hyptree.tree.io.detect import read_taxonomy
 from hyptree.tree.io.protect import read_protect_tree
@@ -162,6 +163,7 @@ class HierDataset:
     class_ids: list[str] = field(default_factory=list)
     full_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     dropped_classes: list[str] = field(default_factory=list)
+    cuts_file: str = ""  # the reference's evaluation cuts of this tree (SUBSAMPLE_SPLIT reference)
 
     @property
     def num_classes(self) -> int:
@@ -329,7 +331,8 @@ def build_hierarchical_dataset(
         root: the data root (``DATASET.ROOT``); ``~`` is expanded.
         num_shots: shots per class for train (val gets ``min(num_shots, 4)``); ``< 1``: all.
         subsample: ``all``, ``base`` or ``new`` (``DATASET.SUBSAMPLE_CLASSES``).
-        split_mode: ``balanced`` or ``first_half`` (``DATASET.SUBSAMPLE_SPLIT``).
+        split_mode: ``balanced``, ``first_half`` or ``reference`` (``DATASET.SUBSAMPLE_SPLIT``;
+            ``reference``: the official code's base/novel files, :mod:`hyptree.data.reference`).
         split_seed: seed of the base/novel split (``DATASET.SUBSAMPLE_SEED``; fixed across runs).
         seed: the run seed (``SEED``), for few-shot sampling.
         taxonomy_file: a taxonomy overriding every other source
@@ -350,8 +353,8 @@ def build_hierarchical_dataset(
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
     if subsample not in SUBSAMPLE_CHOICES:
         raise ValueError(f"subsample = {subsample!r}; expected one of {', '.join(SUBSAMPLE_CHOICES)}")
-    if split_mode not in ("balanced", "first_half"):
-        raise ValueError(f"split_mode = {split_mode!r}; expected balanced or first_half")
+    if split_mode not in ("balanced", "first_half", REFERENCE_SPLIT):
+        raise ValueError(f"split_mode = {split_mode!r}; expected balanced, first_half or {REFERENCE_SPLIT}")
     root = os.path.abspath(os.path.expanduser(str(root)))
     try:
         raw = _REGISTRY[key].load(root, **opts)
@@ -374,9 +377,13 @@ def build_hierarchical_dataset(
     # base / novel
     full_labels = np.arange(full.num_classes, dtype=np.int64)
     taxonomy = full
+    cuts_file = ""
     if subsample != "all":
-        base, novel = split_base_novel(full, split_mode, split_seed)
-        full_labels = base if subsample == "base" else novel
+        if split_mode == REFERENCE_SPLIT:  # the official base/novel files (hyptree.data.reference)
+            full_labels, cuts_file = reference_split(root, PROTECT_DIRS[key], key, subsample, full)
+        else:
+            base, novel = split_base_novel(full, split_mode, split_seed)
+            full_labels = base if subsample == "base" else novel
         taxonomy = full.subtree([int(y) for y in full_labels])
         splits = _subsample_present(splits, full_labels)
         ids = [ids[int(y)] for y in full_labels]
@@ -399,6 +406,7 @@ def build_hierarchical_dataset(
         class_ids=ids,
         full_labels=np.asarray(full_labels, dtype=np.int64),
         dropped_classes=dropped,
+        cuts_file=cuts_file,
     )
 
 

@@ -38,7 +38,9 @@ def _model_device(model):
 
 
 @torch.no_grad()
-def evaluate(model, batches: Iterable, taxonomy: Taxonomy, cuts: Sequence | None = None, device=None):
+def evaluate(
+    model, batches: Iterable, taxonomy: Taxonomy, cuts: Sequence | None = None, device=None, depth: str = "ours"
+):
     """Metrics and embeddings of ``model`` over ``batches``.
 
     Args:
@@ -51,6 +53,7 @@ def evaluate(model, batches: Iterable, taxonomy: Taxonomy, cuts: Sequence | None
         taxonomy: the tree the labels refer to.
         cuts: tree cuts for MTA (node ids or names), e.g. :func:`hyptree.run.records.evaluation_cuts_for`.
         device: where the images go (default: the model's device).
+        depth: per-depth accuracy definition, ``ours`` or ``official`` (see :mod:`hyptree.eval.metrics`).
 
     Returns:
         ``(metrics, embeddings)``. ``metrics`` is :meth:`HierarchicalMeter.compute`'s dict
@@ -82,7 +85,7 @@ def evaluate(model, batches: Iterable, taxonomy: Taxonomy, cuts: Sequence | None
     try:
         text = model.precompute_text()  # (N, D) float32
         prompts = model.prompt_learner()  # fixed for the whole evaluation
-        meter = HierarchicalMeter(taxonomy, cuts)
+        meter = HierarchicalMeter(taxonomy, cuts, depth=depth)
         num_nodes = taxonomy.num_nodes
         paths, mask = taxonomy.padded_paths()
         paths_t = torch.as_tensor(np.where(mask, paths, 0), dtype=torch.long, device=device)

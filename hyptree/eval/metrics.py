@@ -19,7 +19,10 @@ over tree depth and cuts only). All values are percentages.
   (`hyptree.tree.cuts.level_cut`: the nodes at depth ``d`` plus the leaves shallower
   than ``d``), i.e. the argmax over that level is the sample's ancestor at depth
   ``d`` - or its own leaf when the leaf is shallower (unbalanced trees). The last
-  entry equals LA.
+  entry equals LA. With ``depth="official"`` (config ``EVAL.DEPTH_ACCURACY``) it is the
+  official code's definition instead: at depth ``d`` the candidates are *all* nodes at depth
+  ``d`` (leaves at that depth included) and only the samples whose leaf is at depth ``>= d``
+  count (shallower leaves drop out; ``NaN`` when none is that deep).
 * ``num_samples``.
 
 Plus the mistake measures of :mod:`hyptree.eval.mistakes` (``severity``, ``hdist@1``,
@@ -62,8 +65,12 @@ class HierarchicalMeter:
             or empty leaves MTA undefined (``NaN``).
     """
 
-    def __init__(self, taxonomy: Taxonomy, cuts: Sequence[Sequence[int | str]] | None = None):
+    def __init__(self, taxonomy: Taxonomy, cuts: Sequence[Sequence[int | str]] | None = None, depth: str = "ours"):
+        if depth not in ("ours", "official"):
+            raise ValueError(f"depth accuracy {depth!r}; expected ours or official")
         self.taxonomy = taxonomy
+        self.depth = depth
+        self._official_depth = _official_depth_tables(taxonomy) if depth == "official" else None
         self.index = ProTeCtIndex.of(taxonomy)
         self._cuts = []
         for j, cut in enumerate(cuts or []):
@@ -85,6 +92,7 @@ class HierarchicalMeter:
         self.node_correct = torch.zeros(n_internal, dtype=torch.int64)
         self.node_total = torch.zeros(n_internal, dtype=torch.int64)
         self.depth_correct = torch.zeros(self.taxonomy.height, dtype=torch.int64)
+        self.depth_total = torch.zeros(self.taxonomy.height, dtype=torch.int64)
         self.cut_correct = torch.zeros(len(self._cuts), dtype=torch.int64)
         self.mistakes.reset()
 
@@ -115,7 +123,11 @@ class HierarchicalMeter:
         depth_ok = [
             (scores.index_select(1, c).argmax(1) == t[labels]).sum() for c, t in zip(idx.level_cuts, idx.level_targets)
         ]
-        self.depth_correct += torch.stack(depth_ok).cpu()
+        if self._official_depth is None:
+            self.depth_correct += torch.stack(depth_ok).cpu()
+            self.depth_total += int(labels.shape[0])
+        else:
+            self._update_official_depth(scores, labels)
         if self._cuts:
             cut_ok = [(scores.index_select(1, c).argmax(1) == t[labels]).sum() for c, t in self._cuts_on(scores.device)]
             self.cut_correct += torch.stack(cut_ok).cpu()
@@ -123,6 +135,15 @@ class HierarchicalMeter:
         self.leaf_correct += int(leaf_ok.sum())
         self.hca_correct += int(hca_ok.sum())
         self.mistakes.update(scores, labels)
+
+    def _update_official_depth(self, scores, labels) -> None:
+        lab = labels.cpu()
+        for d, (nodes, target) in enumerate(self._official_depth):
+            t = target[lab]  # (N,) index among nodes, -1: leaf shallower than d
+            keep = t >= 0
+            pred = scores.index_select(1, nodes.to(scores.device)).argmax(1).cpu()
+            self.depth_correct[d] += int((pred[keep] == t[keep]).sum())
+            self.depth_total[d] += int(keep.sum())
 
     def compute(self) -> dict:
         """The metrics so far (percentages); see the module docstring for definitions."""
@@ -138,7 +159,9 @@ class HierarchicalMeter:
             "HCA": 100.0 * self.hca_correct / n,
             "MTA": float(np.mean(cut_acc)) if cut_acc else math.nan,
             "node_acc": float(node_accs[seen].mean()) if bool(seen.any()) else math.nan,
-            "depth_acc": (100.0 * self.depth_correct.double() / n).tolist(),
+            "depth_acc": torch.where(
+                self.depth_total > 0, 100.0 * self.depth_correct.double() / self.depth_total.clamp(min=1), torch.nan
+            ).tolist(),
             "cut_acc": cut_acc,
             "node_accs": node_accs.tolist(),
             "num_samples": n,
@@ -146,17 +169,33 @@ class HierarchicalMeter:
         }
 
 
+def _official_depth_tables(taxonomy: Taxonomy) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per depth ``d = 1..height``: (every node id at depth ``d``, (C,) index of each class's
+    depth-``d`` ancestor among them, -1 when the class's leaf is shallower)."""
+    out = []
+    for d in range(1, taxonomy.height + 1):
+        nodes = [int(i) for i in taxonomy.nodes_at_depth(d)]
+        pos = {n: j for j, n in enumerate(nodes)}
+        target = []
+        for k in range(taxonomy.num_classes):
+            path = [int(i) for i in taxonomy.path(k)]  # root excluded: path[d - 1] is at depth d
+            target.append(pos[path[d - 1]] if d <= len(path) else -1)
+        out.append((torch.as_tensor(nodes, dtype=torch.long), torch.as_tensor(target, dtype=torch.long)))
+    return out
+
+
 def hierarchical_metrics(
     taxonomy: Taxonomy,
     scores,
     labels,
     cuts: Sequence[Sequence[int | str]] | None = None,
+    depth: str = "ours",
 ) -> dict:
     """LA, HCA, MTA, node_acc, depth_acc (and cut_acc, node_accs, num_samples) in percent.
 
     ``scores (N, num_nodes)`` torch or numpy, ``labels (N,)``; ``cuts`` as for
     `HierarchicalMeter`. See the module docstring for the definitions.
     """
-    meter = HierarchicalMeter(taxonomy, cuts)
+    meter = HierarchicalMeter(taxonomy, cuts, depth=depth)
     meter.update(scores, labels)
     return meter.compute()

@@ -472,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--match", nargs="+", default=[], help="keep groups having all these folder names (or dataset/trainer/preset)"
     )
     parser.add_argument("--ci95", action="store_true", help="show the 95%% confidence interval instead of std")
+    parser.add_argument("--paper", action="store_true", help="add the paper's LA/HCA/MTA and the difference")
     args = parser.parse_args(argv)
     try:
         metrics = select_metrics(args.metrics)
@@ -482,6 +483,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.paper:
+        from hyptree.eval.paper import NO_MATCH, add_paper_columns
+
+        if add_paper_columns(tables) == 0:
+            print(NO_MATCH)
     text = to_markdown(tables)
     print(text)
     if args.markdown:

@@ -54,6 +54,10 @@ class Curvatures(nn.Module):
         c0: initial curvature, > 0.
         learn: train the curvatures.
         kappa: radius factor for the ``intermediate`` mode (see :func:`path_radii`).
+        c_text_init, c_image_init: initial ``c_t`` and ``c_i`` (absolute values inside the
+            clamp range; ``None``: ``c0``). The official runs mostly start one of them at
+            ``c0 / 2``. Used by the ``separate`` and ``intermediate`` modes; ``shared`` and the
+            ``separate`` mode's ``c_m`` start at ``c0``.
     """
 
     MODES = CURVATURE_MODES
@@ -64,7 +68,7 @@ class Curvatures(nn.Module):
         "intermediate": ("log_c_text", "log_c_image"),
     }
 
-    def __init__(self, mode="intermediate", c0=0.05, learn=True, kappa=3.0):
+    def __init__(self, mode="intermediate", c0=0.05, learn=True, kappa=3.0, c_text_init=None, c_image_init=None):
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"unknown curvature mode {mode!r}; valid modes: {', '.join(self.MODES)}")
@@ -78,8 +82,16 @@ class Curvatures(nn.Module):
         self.kappa = float(kappa)
         self.log_c_min = math.log(self.c0 / 10.0)
         self.log_c_max = math.log(self.c0 * 10.0)
+        inits = {"log_c_text": c_text_init, "log_c_image": c_image_init}
         for name in self._PARAMS[mode]:
-            setattr(self, name, nn.Parameter(torch.tensor(math.log(self.c0)), requires_grad=self.learn))
+            init = inits.get(name)
+            init = self.c0 if init is None else float(init)
+            if not self.c0 / 10.0 <= init <= self.c0 * 10.0:
+                raise ValueError(
+                    f"initial curvature {init:g} for {name} is outside the clamp range "
+                    f"[{self.c0 / 10:g}, {self.c0 * 10:g}] = [c0/10, 10 c0]"
+                )
+            setattr(self, name, nn.Parameter(torch.tensor(math.log(init)), requires_grad=self.learn))
 
     @property
     def mode(self):

@@ -38,6 +38,7 @@ from hyptree.tree.taxonomy import Taxonomy
 __all__ = [
     "PRESETS",
     "CROSS_TERMS",
+    "NODE_LOSS_REDUCTIONS",
     "ObjectiveSettings",
     "HierarchicalObjective",
     "gather_paths",
@@ -50,6 +51,10 @@ __all__ = [
 #: list of each (the config's PRESET and ALIGN.CROSS are checked against them).
 PRESETS = ("vanilla", "protect", "hyptree")
 CROSS_TERMS = ("entailment", "angle", "mmd")
+#: Reductions of the node-centric loss (config ``NODE_LOSS``): ``per_sample`` (ours: mean over
+#: each sample's path nodes, then over samples) or ``per_node`` (ProTeCt's and the official
+#: code's: mean over the samples passing each internal node, then over the nodes seen).
+NODE_LOSS_REDUCTIONS = ("per_sample", "per_node")
 
 
 @dataclass
@@ -69,8 +74,11 @@ class ObjectiveSettings:
     centroid_weight: float = 0.0
     centroid_radii: tuple = (1.0, 2.0)  # (text, image): image centroid further out
     mmd_bandwidths: tuple = field(default_factory=lambda: (0.5, 1.0, 2.0, 4.0))
+    node_loss: str = "per_sample"  # one of NODE_LOSS_REDUCTIONS
 
     def __post_init__(self):
+        if self.node_loss not in NODE_LOSS_REDUCTIONS:
+            raise ValueError(f"node loss {self.node_loss!r}; expected one of {', '.join(NODE_LOSS_REDUCTIONS)}")
         if self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
         if self.cross not in CROSS_TERMS:
@@ -191,18 +199,25 @@ class HierarchicalObjective(nn.Module):
             return out
         cut = random_cut(self.taxonomy, self.rng, s.cut_rate)
         out["cut"] = tree_cut_loss(self.taxonomy, scores, labels, cut)
-        out["node"] = node_centric_loss(self.taxonomy, scores, labels)
+        average = "node" if s.node_loss == "per_node" else "sample"
+        out["node"] = node_centric_loss(self.taxonomy, scores, labels, average=average)
         total = s.w_cut * out["cut"] + s.lam * out["node"]
         if s.preset == "hyptree":
             if text_feats is None or image_feats is None:
                 raise ValueError("the hyptree preset needs text_feats and image_feats")
             out.update(self.alignment(labels, text_feats, image_feats))
-            total = total + s.alpha * (out["text_ent"] + out["image_ent"] + out["cross"])
+            # no image tree: no image_ent term (see alignment)
+            total = total + s.alpha * sum(out[k] for k in ("text_ent", "image_ent", "cross") if k in out)
         out["total"] = total
         return out
 
     def alignment(self, labels, text_feats, image_feats) -> dict:
-        """J_Tent, J_Vent and the cross term, plus the curvatures used (for logging)."""
+        """J_Tent, J_Vent and the cross term, plus the curvatures used (for logging).
+
+        Without an image tree (``image_feats (B, D)``) every path node has the same image
+        feature, so J_Vent would compare a point with itself: a constant that still sends
+        gradient to ``log c_i``. It is left out (no ``image_ent`` key).
+        """
         s = self.settings
         device = text_feats.device
         # The valid entries are selected with index lists built on the host from a host
@@ -231,11 +246,12 @@ class HierarchicalObjective(nn.Module):
         t_valid, v_valid = t.index_select(0, valid), v.index_select(0, valid)  # (P, D)
         curv: CurvatureState = self.curvatures(text_feats=t_valid, image_feats=v_valid)
         out = {
-            "text_ent": _masked_mean(_entail(t.index_select(0, parent), t.index_select(0, child), curv.text, s.cone_k)),
-            "image_ent": _masked_mean(
-                _entail(v.index_select(0, parent), v.index_select(0, child), curv.image, s.cone_k)
-            ),
+            "text_ent": _masked_mean(_entail(t.index_select(0, parent), t.index_select(0, child), curv.text, s.cone_k))
         }
+        if image_feats.dim() == 3:  # an image tree: J_Vent
+            out["image_ent"] = _masked_mean(
+                _entail(v.index_select(0, parent), v.index_select(0, child), curv.image, s.cone_k)
+            )
         if s.cross == "entailment":
             out["cross"] = _masked_mean(_entail(t_valid, v_valid, curv.inter, s.cone_k))
         elif s.cross == "mmd":

@@ -17,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TextGuidedSelection"]
+__all__ = ["TextGuidedSelection", "QK_INITS"]
+
+#: Initialisations of the query/key projections: ``identity`` (ours) or ``xavier`` (the
+#: official code: PyTorch's default for a packed multi-head in_proj, zero biases).
+QK_INITS = ("identity", "xavier")
 
 
 class TextGuidedSelection(nn.Module):
@@ -28,20 +32,37 @@ class TextGuidedSelection(nn.Module):
     prefers the layer tokens that agree with the node's text in CLIP's joint space, and
     training starts from that instead of from arbitrary random projections.
 
-    The value and output projections are the identity and frozen; no parameters are created
-    for them (equivalent to frozen identity ``Linear`` layers, with nothing for an optimiser
-    or a weight decay to touch).
+    The value and output projections are the identity and frozen by default; no parameters
+    are created for them (``v_proj`` is ``None``: equivalent to frozen identity ``Linear``
+    layers, with nothing for an optimiser or a weight decay to touch).
+
+    Args:
+        dim: feature width ``D``.
+        learn_value: a trainable value projection ``v_proj = Linear(D, D)`` (identity weight,
+            zero bias at init), applied to the layer tokens before mixing, as in the official
+            code (which freezes only the output projection). ``v_n`` is then a convex
+            combination of the projected tokens.
+        qk_init: ``identity`` (above) or ``xavier``: the official initialisation, i.e. q and k
+            are the first two ``D``-row blocks of a ``(3D, D)`` Xavier-uniform matrix (bound
+            ``sqrt(6 / 4D)``), biases zero; drawn from torch's global generator.
     """
 
-    def __init__(self, dim):
+    def __init__(self, dim, learn_value=False, qk_init="identity"):
         super().__init__()
+        if qk_init not in QK_INITS:
+            raise ValueError(f"qk_init {qk_init!r}; expected one of {', '.join(QK_INITS)}")
         self.dim = dim
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim) if learn_value else None
         with torch.no_grad():
-            for layer in (self.q, self.k):
-                layer.weight.copy_(torch.eye(dim))
+            packed = nn.init.xavier_uniform_(torch.empty(3 * dim, dim)) if qk_init == "xavier" else None
+            for i, layer in enumerate((self.q, self.k)):
+                layer.weight.copy_(torch.eye(dim) if packed is None else packed[i * dim : (i + 1) * dim])
                 layer.bias.zero_()
+            if self.v_proj is not None:
+                self.v_proj.weight.copy_(torch.eye(dim))
+                self.v_proj.bias.zero_()
 
     def attention(self, text, layer_tokens):
         """Selection weights ``(B, N, M)`` (float32 or float64), rows summing to 1.
@@ -77,5 +98,11 @@ class TextGuidedSelection(nn.Module):
             return_weights: also return the ``(B, N, M)`` weights.
         """
         weights = self.attention(text, layer_tokens)
-        mixed = (weights @ layer_tokens.to(weights.dtype)).to(layer_tokens.dtype)  # (B, N, D)
+        values = layer_tokens if self.v_proj is None else self._values(layer_tokens, weights.dtype)
+        mixed = (weights @ values.to(weights.dtype)).to(layer_tokens.dtype)  # (B, N, D)
         return (mixed, weights) if return_weights else mixed
+
+    def _values(self, layer_tokens, dtype):
+        """``v_proj`` of the layer tokens, computed in ``dtype`` (at least the tokens')."""
+        dtype = torch.promote_types(torch.promote_types(dtype, layer_tokens.dtype), self.v_proj.weight.dtype)
+        return F.linear(layer_tokens.to(dtype), self.v_proj.weight.to(dtype), self.v_proj.bias.to(dtype))

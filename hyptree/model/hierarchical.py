@@ -42,11 +42,13 @@ class HierarchicalCLIP(nn.Module):
         preset: ``vanilla`` | ``protect`` | ``hyptree``.
         prompt_options: keyword options of the prompt learner (PromptSRC's loss weights
             ``text_weight`` / ``image_weight`` among them).
-        layers: image-tree blocks for a 12-block ViT (scaled to the model's depth).
+        layers: image-tree blocks, 0-based block indices of a 12-block ViT ending with the
+            final block (scaled to the model's depth; see ``scale_layers``).
         image_tree: ``False`` uses the final image feature for every node (ablation).
         pass_through: ``False`` takes raw intermediate class tokens (ablation).
         settings: the objective's weights (``ObjectiveSettings``).
-        curvature: keyword options of ``Curvatures`` (mode, c0, learn, kappa).
+        curvature: keyword options of ``Curvatures`` (mode, c0, learn, kappa, inits).
+        fusion: keyword options of ``TextGuidedSelection`` (learn_value, qk_init).
     """
 
     def __init__(
@@ -56,12 +58,13 @@ class HierarchicalCLIP(nn.Module):
         backbone: str = "maple",
         preset: str = "hyptree",
         prompt_options: dict | None = None,
-        layers=(4, 7),
+        layers=(4, 7, 11),
         image_tree: bool = True,
         pass_through: bool = True,
         settings: ObjectiveSettings | None = None,
         curvature: dict | None = None,
         seed: int = 0,
+        fusion: dict | None = None,
     ):
         super().__init__()
         settings = settings or ObjectiveSettings(preset=preset)
@@ -82,7 +85,7 @@ class HierarchicalCLIP(nn.Module):
             backbone, clip_model, self._node_names(taxonomy), **(prompt_options or {})
         )
         dim = clip_model.text_projection.shape[1]
-        self.fusion = TextGuidedSelection(dim) if self.hierarchical_image else None
+        self.fusion = TextGuidedSelection(dim, **(fusion or {})) if self.hierarchical_image else None
         curvatures = Curvatures(**(curvature or {})) if preset == "hyptree" else None
         self.objective = HierarchicalObjective(taxonomy, settings, curvatures, seed=seed)
         self.taxonomy = taxonomy

@@ -8,7 +8,7 @@ A learner owns only prompt parameters (and MaPLe's coupling layers); CLIP stays 
     out = learner()
     text = text_tower(out.token_embeds, out.tokens, out.text_deep)              # (N, D)
     image, layers = vision_tower(images, out.vision_shallow, out.vision_deep,
-                                 keep_layers=(4, 7))                           # (B, D), (B, 3, D)
+                                 keep_layers=(5, 8))                           # (B, D), (B, 3, D)
 
 Prompt text per name is ``[SOS] ctx_1 .. ctx_n [rest of ctx_init] name . [EOT]`` (CoOp's
 class-token position "end"). The ``n`` context vectors are learned; when ``ctx_init`` has

@@ -28,21 +28,35 @@ from torch import nn
 __all__ = ["scale_layers", "TextTower", "VisionTower"]
 
 
-def scale_layers(layers=(4, 7), depth=12, reference_depth=12):
-    """Scale layer-token block indices given for a ``reference_depth``-block ViT to ``depth``.
+def scale_layers(layers=(4, 7, 11), depth=12, reference_depth=12):
+    """The tower's ``keep_layers`` for layer-token block indices given for a ``reference_depth``-block ViT.
 
-    ``p -> floor(p * depth / reference_depth + 1/2)``, clamped into ``[1, depth - 1]`` (the last
-    block's token is always kept separately). Examples: ``(4, 7)`` stays ``(4, 7)`` for ViT-B
-    (12 blocks), becomes ``(8, 14)`` for ViT-L (24) and ``(1, 2)`` for a 4-block test model.
-    Raises ``ValueError`` when the scaled indices are not strictly increasing (too shallow).
+    Convention (the official code's): ``layers`` are **0-based block indices**; the class
+    token is taken after that block has run. The last entry must be the final block
+    (``reference_depth - 1``), whose token the tower always returns. The default ``(4, 7, 11)``
+    takes the tokens after the 5th, 8th and 12th block of ViT-B/16.
+
+    The intermediate indices become 1-based block counts ``i + 1`` (the number of blocks run),
+    scaled to ``depth`` as ``floor((i + 1) * depth / reference_depth + 1/2)`` and clamped into
+    ``[1, depth - 1]``. Examples: ``(4, 7, 11)`` gives ``(5, 8)`` for 12 blocks, ``(10, 16)``
+    for ViT-L (24) and ``(2, 3)`` for a 4-block test model. Raises ``ValueError`` when the
+    last index is not the final block, or the scaled counts are not strictly increasing.
     """
+    layers = tuple(int(i) for i in layers)
     if depth < 2:
         raise ValueError(f"a ViT with {depth} block(s) has no intermediate layer tokens")
-    scaled = tuple(min(depth - 1, max(1, math.floor(p * depth / reference_depth + 0.5))) for p in layers)
+    if not layers or layers[-1] != reference_depth - 1:
+        raise ValueError(
+            f"layers {layers}: 0-based block indices ending with the final block "
+            f"{reference_depth - 1} of the {reference_depth}-block reference ViT (e.g. (4, 7, 11))"
+        )
+    if any(b <= a for a, b in zip(layers, layers[1:])) or layers[0] < 0:
+        raise ValueError(f"layers {layers}: expected strictly increasing 0-based block indices")
+    scaled = tuple(min(depth - 1, max(1, math.floor((i + 1) * depth / reference_depth + 0.5))) for i in layers[:-1])
     if any(b <= a for a, b in zip(scaled, scaled[1:])):
         raise ValueError(
-            f"layers {tuple(layers)} scaled from {reference_depth} to {depth} blocks "
-            f"give {scaled}, which is not strictly increasing; pass explicit "
+            f"layers {layers} scaled from {reference_depth} to {depth} blocks "
+            f"give block counts {scaled}, which are not strictly increasing; pass explicit "
             f"layers for this depth"
         )
     return scaled

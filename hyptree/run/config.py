@@ -24,11 +24,18 @@ from __future__ import annotations
 
 from yacs.config import CfgNode as CN
 
+from hyptree.data.reference import REFERENCE_SPLIT
 from hyptree.geometry.curvatures import CURVATURE_MODES
-from hyptree.loss.objective import CROSS_TERMS, PRESETS
+from hyptree.loss.objective import CROSS_TERMS, NODE_LOSS_REDUCTIONS, PRESETS
+from hyptree.model.fusion import QK_INITS
 from hyptree.model.prompts import BACKBONES
 from hyptree.model.promptsrc import IMAGE_LOSS_WEIGHT, TEXT_LOSS_WEIGHT
 from hyptree.tree.splits import SPLIT_MODES
+
+#: LR schedule granularities (``TRAINER.HYPTREE.SCHEDULE``) and per-depth accuracy definitions
+#: (``TRAINER.HYPTREE.EVAL.DEPTH_ACCURACY``).
+SCHEDULES = ("dassl_per_epoch", "official_per_iteration")
+DEPTH_ACCURACIES = ("ours", "official")
 
 __all__ = [
     "add_hyptree_config",
@@ -41,6 +48,8 @@ __all__ = [
     "CURVATURE_MODES",
     "CROSS_TERMS",
     "SPLIT_MODES",
+    "SCHEDULES",
+    "DEPTH_ACCURACIES",
 ]
 
 
@@ -54,9 +63,11 @@ def _hyptree_defaults() -> CN:
     # Local CLIP checkpoint (OpenAI TorchScript/state dict, or OpenCLIP format such
     # as BioCLIP). Empty: MODEL.BACKBONE.NAME through clip.load.
     h.CLIP_PATH = ""
-    # Image tree: class tokens kept after these blocks (1-based, given for a
-    # 12-block ViT and scaled to other depths) plus the last block.
-    h.LAYERS = [4, 7]
+    # Image tree: class tokens taken after these blocks. Convention (the official code's):
+    # 0-based block indices of a 12-block ViT (scaled to other depths), the token taken after
+    # that block has run; the last entry is the final block. [4, 7, 11] = after the 5th, 8th
+    # and 12th block, the official selection.
+    h.LAYERS = [4, 7, 11]
     h.IMAGE_TREE = True  # False: every node sees the final image feature (ablation)
     h.PASS_THROUGH = True  # False: raw intermediate class tokens (ablation)
     # Loss weights: J = W_CUT * L_cut + LAMBDA * L_node + ALPHA * (J_Tent + J_Vent + J_ent)
@@ -64,6 +75,13 @@ def _hyptree_defaults() -> CN:
     h.LAMBDA = 0.5
     h.ALPHA = 0.5
     h.CUT_RATE = 0.1  # training tree cuts: each internal node kept folded with this rate
+    # Node-centric loss reduction: per_sample (ours: mean over each sample's path nodes, then
+    # over samples) | per_node (ProTeCt / official: per node over its samples, then over nodes)
+    h.NODE_LOSS = "per_sample"
+    # LR schedule granularity: dassl_per_epoch (Dassl's schedules, stepped each epoch) |
+    # official_per_iteration (the official code: cosine stepped every iteration with
+    # T_max = MAX_EPOCH iterations, periodic; see hyptree.run.training.official_lr_factor)
+    h.SCHEDULE = "dassl_per_epoch"
     # Scaling of unit features before the exponential map (s_t, s_i).
     h.SCALE_TEXT = 10.0
     h.SCALE_IMAGE = 10.0
@@ -73,7 +91,15 @@ def _hyptree_defaults() -> CN:
     h.CURVATURE.MODE = "intermediate"
     h.CURVATURE.C0 = 0.05  # init; learnable values clamped to [C0/10, 10*C0]
     h.CURVATURE.LEARN = True
-    h.CURVATURE.KAPPA = 3.0  # radius rule factor of the intermediate-curvature solve
+    h.CURVATURE.KAPPA = 3.0  # radius rule factor of the intermediate-curvature solve (official: 1)
+    # Initial c_t / c_i, absolute, inside [C0/10, 10*C0]; 0.0: start at C0 (official runs
+    # mostly start one of them at C0/2)
+    h.CURVATURE.C_TEXT_INIT = 0.0
+    h.CURVATURE.C_IMAGE_INIT = 0.0
+
+    h.FUSION = CN()
+    h.FUSION.LEARN_VALUE = False  # True: trainable value projection (identity init, bias), official
+    h.FUSION.QK_INIT = "identity"  # identity (ours) | xavier (official)
 
     h.ALIGN = CN()
     h.ALIGN.CROSS = "entailment"
@@ -88,6 +114,9 @@ def _hyptree_defaults() -> CN:
     h.EVAL.CUT_RATES = [0.9, 0.7, 0.5, 0.3, 0.1]
     h.EVAL.CUT_SEED = 0
     h.EVAL.CUTS_FILE = ""  # JSON of node-name lists, or a ProTeCt treecut .pkl
+    # Per-depth accuracy: ours | official (shallow leaves drop out of deeper depths;
+    # candidates = every node at depth d, leaves included); see hyptree.eval.metrics
+    h.EVAL.DEPTH_ACCURACY = "ours"
 
     h.TAXONOMY = CN()
     h.TAXONOMY.FILE = ""  # canonical '/'-separated path file overriding the dataset's tree
@@ -191,15 +220,29 @@ def check_config(cfg: CN) -> None:
         ("TRAINER.HYPTREE.PRESET", h.PRESET, PRESETS),
         ("TRAINER.HYPTREE.CURVATURE.MODE", h.CURVATURE.MODE, CURVATURE_MODES),
         ("TRAINER.HYPTREE.ALIGN.CROSS", h.ALIGN.CROSS, CROSS_TERMS),
-        ("DATASET.SUBSAMPLE_SPLIT", cfg.DATASET.SUBSAMPLE_SPLIT, SPLIT_MODES),
+        ("DATASET.SUBSAMPLE_SPLIT", cfg.DATASET.SUBSAMPLE_SPLIT, (*SPLIT_MODES, REFERENCE_SPLIT)),
+        ("TRAINER.HYPTREE.NODE_LOSS", h.NODE_LOSS, NODE_LOSS_REDUCTIONS),
+        ("TRAINER.HYPTREE.SCHEDULE", h.SCHEDULE, SCHEDULES),
+        ("TRAINER.HYPTREE.FUSION.QK_INIT", h.FUSION.QK_INIT, QK_INITS),
+        ("TRAINER.HYPTREE.EVAL.DEPTH_ACCURACY", h.EVAL.DEPTH_ACCURACY, DEPTH_ACCURACIES),
     ]
     for key, value, allowed in choices:
         if value not in allowed:
             raise ValueError(f"{key} = {value!r}; expected one of {', '.join(allowed)}")
     if h.CURVATURE.C0 <= 0:
         raise ValueError(f"TRAINER.HYPTREE.CURVATURE.C0 must be > 0, got {h.CURVATURE.C0}")
-    if list(h.LAYERS) != sorted(set(h.LAYERS)) or any(p < 1 for p in h.LAYERS):
-        raise ValueError(f"TRAINER.HYPTREE.LAYERS = {list(h.LAYERS)}; expected strictly increasing block numbers >= 1")
+    if list(h.LAYERS) != sorted(set(h.LAYERS)) or any(p < 0 for p in h.LAYERS) or list(h.LAYERS)[-1:] != [11]:
+        raise ValueError(
+            f"TRAINER.HYPTREE.LAYERS = {list(h.LAYERS)}; expected strictly increasing 0-based block "
+            f"indices of a 12-block ViT ending with the final block 11 (e.g. [4, 7, 11])"
+        )
+    c = h.CURVATURE
+    for key in ("C_TEXT_INIT", "C_IMAGE_INIT"):
+        if c[key] and not c.C0 / 10 <= c[key] <= 10 * c.C0:
+            raise ValueError(
+                f"TRAINER.HYPTREE.CURVATURE.{key} = {c[key]}; expected 0 (= C0) or a value in "
+                f"[C0/10, 10*C0] = [{c.C0 / 10:g}, {10 * c.C0:g}]"
+            )
     if not 0.0 <= h.CUT_RATE <= 1.0:
         raise ValueError(f"TRAINER.HYPTREE.CUT_RATE = {h.CUT_RATE}; expected a rate in [0, 1]")
 

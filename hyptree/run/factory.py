@@ -55,12 +55,25 @@ def objective_settings(cfg) -> ObjectiveSettings:
         angle_temperature=h.ALIGN.ANGLE.TEMPERATURE,
         centroid_weight=h.ALIGN.ANGLE.CENTROID_WEIGHT,
         mmd_bandwidths=tuple(h.ALIGN.MMD.BANDWIDTHS),
+        node_loss=h.NODE_LOSS,
     )
 
 
 def curvature_options(cfg) -> dict:
     c = cfg.TRAINER.HYPTREE.CURVATURE
-    return dict(mode=c.MODE, c0=c.C0, learn=c.LEARN, kappa=c.KAPPA)
+    return dict(
+        mode=c.MODE,
+        c0=c.C0,
+        learn=c.LEARN,
+        kappa=c.KAPPA,
+        c_text_init=c.C_TEXT_INIT or None,  # 0: start at C0
+        c_image_init=c.C_IMAGE_INIT or None,
+    )
+
+
+def fusion_options(cfg) -> dict:
+    f = cfg.TRAINER.HYPTREE.FUSION
+    return dict(learn_value=f.LEARN_VALUE, qk_init=f.QK_INIT)
 
 
 def build_model(cfg, clip_model, taxonomy: Taxonomy) -> HierarchicalCLIP:
@@ -78,6 +91,7 @@ def build_model(cfg, clip_model, taxonomy: Taxonomy) -> HierarchicalCLIP:
         settings=objective_settings(cfg),
         curvature=curvature_options(cfg),
         seed=max(int(cfg.SEED), 0),
+        fusion=fusion_options(cfg),
     )
 
 

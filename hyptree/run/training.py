@@ -31,6 +31,7 @@ __all__ = [
     "grad_scaler",
     "lr_factor",
     "build_lr_scheduler",
+    "official_lr_factor",
     "RNGState",
     "CheckpointModule",
     "learnable_checkpoint",
@@ -143,17 +144,59 @@ def _factor_fn(optim_cfg, base_lr):
     return factor
 
 
-def build_lr_scheduler(optimizer, optim_cfg):
-    """A ``LambdaLR`` following Dassl's schedules (see :func:`lr_factor`), stepped per epoch.
+def official_lr_factor(it: int, optim_cfg, base_lr: float) -> float:
+    """Learning rate of 0-based global iteration ``it`` as a multiple of ``base_lr``, as the
+    official code schedules it (``TRAINER.HYPTREE.SCHEDULE official_per_iteration``).
+
+    The official trainer builds Dassl's cosine schedule (``T_max = MAX_EPOCH``) behind a
+    constant warm-up of ``WARMUP_EPOCH`` steps and steps it after *every optimiser step*, so
+    ``T_max`` counts iterations. With ``W = WARMUP_EPOCH`` (warm-up recount, the default):
+
+    * ``it < W``: ``WARMUP_CONS_LR`` (constant) or, linear, ``WARMUP_MIN_LR`` at 0 and ``base * it / W``;
+    * ``it >= W``: ``base * (1 + cos(pi (it - W) / T)) / 2``, continued past ``T`` (PyTorch's
+      chained cosine update keeps this closed form), i.e. periodic with period ``2 T``
+      iterations: 0 at ``it = T + W``, the base rate again at ``2 T + W``.
+
+    The official files have ``W = 1``: ``0.001`` at iteration 0, then ``base (1 + cos(pi (it-1)/T)) / 2``.
+    """
+    T = float(optim_cfg.MAX_EPOCH)
+    W = int(optim_cfg.WARMUP_EPOCH) if optim_cfg.WARMUP_EPOCH and optim_cfg.WARMUP_EPOCH > 0 else 0
+    if optim_cfg.LR_SCHEDULER != "cosine":
+        raise ValueError(
+            f"TRAINER.HYPTREE.SCHEDULE official_per_iteration needs OPTIM.LR_SCHEDULER cosine, "
+            f"got {optim_cfg.LR_SCHEDULER!r}"
+        )
+    if it < W:
+        return lr_factor(it, optim_cfg, base_lr)  # the warm-up rates are Dassl's
+    return (1.0 + math.cos(math.pi * (it - W) / T)) / 2.0
+
+
+def _iteration_factor_fn(optim_cfg, base_lr):
+    def factor(it):
+        return official_lr_factor(it, optim_cfg, base_lr)
+
+    return factor
+
+
+def build_lr_scheduler(optimizer, optim_cfg, schedule: str = "dassl_per_epoch"):
+    """A ``LambdaLR`` following Dassl's schedules (see :func:`lr_factor`), stepped per epoch,
+    or with ``schedule="official_per_iteration"`` the official per-iteration cosine (see
+    :func:`official_lr_factor`), to be stepped after every optimiser step. Either way the
+    state is ``LambdaLR``'s (the step count), so a resumed run continues the schedule.
 
     Why not Dassl's own: its warm-up schedulers pass a positional ``verbose`` that recent
     PyTorch no longer accepts, and their ``state_dict`` pickles the successor scheduler (and
     through it the optimizer), which ``torch.load(weights_only=True)`` - the default since
     PyTorch 2.6 - refuses. This one's state is plain numbers; the rates match Dassl's.
     """
+    if schedule not in ("dassl_per_epoch", "official_per_iteration"):
+        raise ValueError(f"TRAINER.HYPTREE.SCHEDULE = {schedule!r}; expected dassl_per_epoch or official_per_iteration")
+    per_iteration = schedule == "official_per_iteration"
+    factor_fn = _iteration_factor_fn if per_iteration else _factor_fn
+    check = official_lr_factor if per_iteration else lr_factor
     for epoch in {0, max(int(optim_cfg.WARMUP_EPOCH), 0)}:  # validate the settings now
-        lr_factor(epoch, optim_cfg, optim_cfg.LR)
-    lambdas = [_factor_fn(optim_cfg, g["lr"]) for g in optimizer.param_groups]
+        check(epoch, optim_cfg, optim_cfg.LR)
+    lambdas = [factor_fn(optim_cfg, g["lr"]) for g in optimizer.param_groups]
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     return sched
 
