@@ -263,7 +263,7 @@ def pack_site(dest):
     groups = {
         "": ["clip", "dassl", "yacs", "ftfy", "wcwidth", "gdown", "bs4", "soupsieve", "wilds", "littleutils"]
         + ["outdated", "socks", "tabulate"],
-        "_fallback": ["pkg_resources", "jaraco", "more_itertools", "backports", "platformdirs"],
+        "_fallback": ["pkg_resources"],  # it puts ../setuptools/_vendor on sys.path: copied below
     }
     dists = list(md.distributions())
     for sub, mods in groups.items():
@@ -273,8 +273,6 @@ def pack_site(dest):
             if spec is None:
                 raise SystemExit(f"--pack-site: module {m} is not installed in {sys.executable}")
             src = os.path.dirname(spec.origin) if spec.submodule_search_locations else spec.origin
-            if m in ("jaraco", "backports"):
-                src = list(spec.submodule_search_locations)[0]
             target = os.path.join(dest, sub, os.path.basename(src))
             if os.path.isdir(src):
                 shutil.copytree(src, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
@@ -284,6 +282,9 @@ def pack_site(dest):
             top = (d.read_text("top_level.txt") or "").split()
             if set(top) & set(groups[sub]) and getattr(d, "_path", None):
                 shutil.copytree(d._path, os.path.join(dest, sub, os.path.basename(d._path)), dirs_exist_ok=True)
+    vendor = os.path.join(os.path.dirname(importlib.util.find_spec("setuptools").origin), "_vendor")
+    target = os.path.join(dest, "_fallback", "setuptools", "_vendor")
+    shutil.copytree(vendor, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     print(f"packed {sum(len(v) for v in groups.values())} modules into {dest}")
 
 

@@ -12,13 +12,16 @@ REMEDIES = (
 
 
 def walk_floats(obj, path=""):
-    """``(path, float)`` for every float (not bool) in a JSON-like object."""
+    """``(path, float)`` for every number (not bool) in a JSON-like object; ``None`` counts as
+    NaN (``hyptree.eval.runfiles.jsonable`` writes non-finite floats as ``null``)."""
     if isinstance(obj, dict):
         for k, v in obj.items():
             yield from walk_floats(v, f"{path}.{k}" if path else str(k))
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
             yield from walk_floats(v, f"{path}[{i}]")
+    elif obj is None:
+        yield path, float("nan")
     elif isinstance(obj, float) or (isinstance(obj, int) and not isinstance(obj, bool)):
         yield path, float(obj)
 
