@@ -43,7 +43,9 @@ def train_command(chk, trainer, prec, clip):
         PYTHON=sys.executable,
         TRAINER=trainer,
         CFG="tiny_cpu",
-        DATA=os.path.join(chk.work, "data"),
+        # one data root per run: hyptree/data/toy.py generates ToyHier without a lock, and
+        # concurrent first uses of one root race (seen: a rename of a file another run removed)
+        DATA=os.path.join(chk.work, "data", f"{trainer}_{prec}"),
         OUT=os.path.join(chk.work, "train", f"{trainer}_{prec}"),
         SHOTS="2",
         OMP_NUM_THREADS="1",
