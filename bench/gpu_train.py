@@ -180,7 +180,11 @@ def bench_commands(chk):
     if chk.dry:
         return [
             ("curvature", ["bench/curvature.py", *dev, "--repeats", "20", "--batch", "64"], 60),
-            ("step", ["bench/step.py", *dev, "--shapes", "tiny", *trees, "--rounds", "2", "--batch", "2"], 150),
+            (
+                "step",
+                ["bench/step.py", *dev, "--shapes", "tiny", *trees, "--rounds", "2", "--batch", "2", "--no-memory"],
+                150,
+            ),
             ("eval", ["bench/eval.py", *dev, "--shapes", "tiny", *trees, "--rounds", "1", "--batches", "1"], 90),
         ]
     prec = ["--precision", "amp"]
