@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 REMEDIES = (
-    "hyptree/protect step time > 1.10 on this GPU: the step is launch-bound (see the profile's "
-    "kernel counts). Planned remedies, not implemented: capture the whole step in a CUDA graph "
+    "hyptree/protect step time > 1.10 in this run. On a GPU that points to launch overhead (compare "
+    "the profile's kernel counts; a dry run's 1-2 rounds on the CPU are noise). Planned remedies, "
+    "not implemented: capture the whole step in a CUDA graph "
     "(static batch shape; the 4 host syncs of the label checks and the EOT .tolist() must go first), "
     "or torch.compile the objective (curvature solve, entailment losses) to fuse its small ops; "
     "then run this check again."
