@@ -295,7 +295,7 @@ def parse_args(argv=None):
     p.add_argument("--cpu-dry-run", action="store_true", help="every stage on the CPU, tiny shapes, few repeats")
     p.add_argument("--budget-seconds", type=float, default=480.0, help="the whole check's time limit (default 480)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
-    p.add_argument("--tests-seconds", type=float, default=170.0, help="time share of the test suite (default 170)")
+    p.add_argument("--tests-seconds", type=float, default=120.0, help="time share of the test suite (default 120)")
     p.add_argument("--pytest-args", default=None, help="instead of the whole suite (dry run: tests/test_layout.py)")
     p.add_argument(
         "--precisions", default=None, help="PREC values to train (default fp32,fp16,bf16,amp; dry: fp32,amp)"
