@@ -5,7 +5,7 @@ Nothing here is a test; the scripts print tables and one ``result:`` line each.
 * Shapes (:data:`SHAPES`): random-weight ``clip.model.CLIP`` models built by
   :func:`hyptree.model.loading.tiny_clip`. ``b16`` is the ViT-B/16 shape; ``small`` and
   ``tiny`` are documented stand-ins for the CPU (quick runs).
-* Taxonomies (:func:`sun_like`, :func:`deep_tree`): generated with a fixed seed; node
+* Taxonomies (:func:`sun_like`, :func:`deep_tree`, :func:`imagenet_like`): generated with a fixed seed; node
   names are 1-3 common English words, so the text prompts have realistic token counts.
 * Timing (:func:`interleaved`): every configuration is run once per round, rounds
   repeated; medians per configuration and medians of the per-round (paired) ratios.
@@ -208,7 +208,36 @@ def deep_tree(seed: int = 0, leaves: int = 100, min_height: int = 7, max_depth: 
     return tax
 
 
-TAXONOMIES = {"sun": sun_like, "deep": deep_tree}
+def imagenet_like(seed: int = 0, leaves: int = 1000, internal: int = 368, max_depth: int = 12) -> Taxonomy:
+    """ImageNet-like (the WordNet tree of ProTeCt's ImageNet): ``leaves`` classes under
+    ``internal`` internal nodes (root included), 1,368 nodes by default, unbalanced. The
+    internal nodes are grown first (each attached to an earlier one, deeper ones preferred,
+    depth <= ``max_depth - 1``); every internal node then gets leaves so that it has at least
+    2 children, and the remaining leaves go to random internal nodes (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    name = _namer(rng)
+    nodes, depth, n_int_kids = ["root"], [0], [0]
+    edges = []
+    for _ in range(internal - 1):
+        cand = [i for i in range(len(nodes)) if depth[i] < max_depth - 1]
+        w = np.array([(depth[i] + 1) ** 1.2 for i in cand], dtype=float)
+        parent = cand[int(rng.choice(len(cand), p=w / w.sum()))]
+        nodes.append(name())
+        depth.append(depth[parent] + 1)
+        n_int_kids.append(0)
+        n_int_kids[parent] += 1
+        edges.append((nodes[parent], nodes[-1]))
+    n_leaves = [max(0, 2 - k) for k in n_int_kids]
+    if sum(n_leaves) > leaves:
+        raise RuntimeError(f"imagenet_like(seed={seed}): {sum(n_leaves)} leaves needed > {leaves}")
+    for i in rng.choice(internal, size=leaves - sum(n_leaves)):
+        n_leaves[int(i)] += 1
+    for i, k in enumerate(n_leaves):
+        edges += [(nodes[i], name()) for _ in range(k)]
+    return Taxonomy.from_edges(edges, root="root")
+
+
+TAXONOMIES = {"sun": sun_like, "deep": deep_tree, "imagenet": imagenet_like}
 
 
 def describe_taxonomy(tax: Taxonomy) -> str:
