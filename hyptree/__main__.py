@@ -16,6 +16,7 @@ COMMANDS = {
     "clip": ("hyptree.model.loading", "main", "make-tiny: write a random tiny CLIP"),
     "protocols": ("hyptree.run.protocols", "main", "helpers of scripts/hyptree/*.sh"),
     "maple": ("hyptree.run.maple_patch", "main", "install HypTree into a MaPLe / PromptSRC checkout"),
+    "sweep": ("hyptree.run.sweep", "main", "run a protocol grid: serially, over local GPUs, or on SLURM"),
 }
 
 
