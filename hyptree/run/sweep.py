@@ -47,6 +47,7 @@ __all__ = [
     "run_serial",
     "run_local",
     "slurm_parameters",
+    "submit_jobs",
     "submit_slurm",
     "print_tables",
     "status",
@@ -245,20 +246,25 @@ def slurm_parameters(cfg: dict, job_name: str = "hyptree") -> dict:
     return params
 
 
-def submit_slurm(runs: Sequence[Run], python: str, params: dict, folder: str, max_requeue: int = 3) -> list:
-    """One job array of :class:`ChainJob`; returns the submitit jobs."""
-    submitit = _need_submitit()
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeue)
-    executor.update_parameters(**params)
-    jobs_to_run = [c for c in chains(runs) if any(L.state_of(r) != "done" for r in c)]
-    if not jobs_to_run:
+def submit_jobs(executor, runs: Sequence[Run], python: str) -> list:
+    """The unfinished jobs of ``runs`` as one batch (a SLURM job array) of :class:`ChainJob`."""
+    todo = [c for c in chains(runs) if any(L.state_of(r) != "done" for r in c)]
+    if not todo:
         print("every run is finished; nothing submitted")
         return []
     with executor.batch():
-        jobs = [executor.submit(ChainJob(c, python, os.getcwd())) for c in jobs_to_run]
-    for job, chain in zip(jobs, jobs_to_run):
+        jobs = [executor.submit(ChainJob(c, python, os.getcwd())) for c in todo]
+    for job, chain in zip(jobs, todo):
         print(f"[submitted] {job.job_id} {chain[0].out_dir} (+{len(chain) - 1} evaluation(s))")
     return jobs
+
+
+def submit_slurm(runs: Sequence[Run], python: str, params: dict, folder: str, max_requeue: int = 3) -> list:
+    """One job array on SLURM (submitit's SlurmExecutor, ``params`` from :func:`slurm_parameters`)."""
+    submitit = _need_submitit()
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeue)
+    executor.update_parameters(**params)
+    return submit_jobs(executor, runs, python)
 
 
 # --------------------------------------------------------------------------- tables, status
