@@ -17,6 +17,7 @@ COMMANDS = {
     "protocols": ("hyptree.run.protocols", "main", "helpers of scripts/hyptree/*.sh"),
     "maple": ("hyptree.run.maple_patch", "main", "install HypTree into a MaPLe / PromptSRC checkout"),
     "predict": ("hyptree.run.predict", "main", "a root-to-leaf path per image from a trained run"),
+    "sweep": ("hyptree.run.sweep", "main", "run a protocol grid: serially, over local GPUs, or on SLURM"),
 }
 
 

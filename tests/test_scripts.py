@@ -47,6 +47,18 @@ crash = os.environ.get("FAKE_CRASH")
 if crash and crash in out and "--resume" not in flags and "--eval-only" not in flags:
     open(os.path.join(out, "checkpoint"), "w").close()
     sys.exit(3)
+if os.environ.get("FAKE_ENV_LOG"):  # which GPU, and when (the local launcher's pool)
+    import time
+    t0 = time.time()
+    time.sleep(float(os.environ.get("FAKE_DELAY", "0")))
+    with open(os.environ["FAKE_ENV_LOG"], "a") as f:
+        f.write(json.dumps({{"out": out, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "t0": t0, "t1": time.time()}}) + "\n")
+sleep = os.environ.get("FAKE_SLEEP")  # killed while training: a checkpoint, then wait to be stopped
+if sleep and sleep in out and "--resume" not in flags and "--eval-only" not in flags:
+    import time
+    open(os.path.join(out, "checkpoint"), "w").close()
+    time.sleep(120)
+    sys.exit(4)
 import yaml
 with open(flags["--dataset-config-file"]) as f:
     dataset = yaml.safe_load(f)["DATASET"]["NAME"]
@@ -78,6 +90,10 @@ DATASETS = {
 @pytest.fixture
 def work(tmp_path):
     """A repository-like working folder: train.py, configs, and the fake python."""
+    return make_work(tmp_path)
+
+
+def make_work(tmp_path):
     w = tmp_path / "repo"
     (w / "configs" / "datasets").mkdir(parents=True)
     (w / "train.py").write_text("raise SystemExit('the fake python never runs this')\n")

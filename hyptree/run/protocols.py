@@ -21,7 +21,10 @@ Output layout written by the scripts (MaPLe's, with one folder per protocol)::
 ``RUN`` is the config name (``CFG``), with ``_PRESET`` appended when a preset other
 than the config's own name is applied on top of it.
 
-Command line (used by the scripts)::
+The run list itself (folders, options, order) is :mod:`hyptree.run.runlist`, run by
+``python -m hyptree sweep`` (:mod:`hyptree.run.sweep`), which the scripts wrap.
+
+Command line::
 
     python -m hyptree protocols max-epoch CONFIG.yaml [CONFIG2.yaml ...] [-- KEY VALUE ...]
     python -m hyptree protocols done RUN_DIR          # exit status 0 when finished

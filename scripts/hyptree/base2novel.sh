@@ -18,24 +18,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 [ $# -ge 1 ] || hyptree_die "usage: $0 DATASET [SEED ...] [-- YACS_OPTS ...]"
 DATASET=$1
 shift
-hyptree_parse_seeds "$@"
-hyptree_setup
-DCFG=$(hyptree_dataset_cfg "$DATASET")
-TEST_BASE=${TEST_BASE:-0}
-
-for SEED in "${SEEDS[@]}"; do
-    COMMON=${DATASET}/shots_${SHOTS}/${TRAINER}/${RUN_NAME}/seed${SEED}
-    TRAIN_DIR=${OUT}/base2new/train_base/${COMMON}
-    OPTS=(DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "${BASE_OPTS[@]}")
-    hyptree_train "$TRAIN_DIR" "$SEED" "$DCFG" "${OPTS[@]}"
-
-    EPOCH=$(hyptree_load_epoch "$DCFG" "${OPTS[@]}")
-    SUBS=(new)
-    if [ "$TEST_BASE" = 1 ]; then SUBS=(base new); fi
-    for SUB in "${SUBS[@]}"; do
-        hyptree_eval "${OUT}/base2new/test_${SUB}/${COMMON}" "$SEED" "$DCFG" "$TRAIN_DIR" "$EPOCH" \
-            DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES "$SUB" "${BASE_OPTS[@]}"
-    done
-done
-
-hyptree_table "${OUT}/base2new" "$DATASET" "shots_${SHOTS}" "$TRAINER" "$RUN_NAME"
+hyptree_sweep base2novel --datasets "$DATASET" --seeds "$@"

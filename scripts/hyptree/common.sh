@@ -1,4 +1,7 @@
-# Shared by the HypTree protocol scripts (sourced, not run).
+# Shared by the HypTree protocol scripts (sourced, not run). The run list (folders, options,
+# skip / resume / changed-options checks, the table at the end) is hyptree.run.runlist, run by
+# `python -m hyptree sweep run --launcher serial`; these scripts only turn their arguments and
+# environment into its flags (python -m hyptree sweep run --help; docs/protocols.md).
 #
 # Environment (all optional; MaPLe's script variables, read from the environment):
 #   TRAINER          trainer name                        (MaPLeHypTree)
@@ -19,126 +22,42 @@
 
 set -euo pipefail
 
-TRAINER=${TRAINER:-MaPLeHypTree}
-PRESET=${PRESET:-hyptree}
-CFG=${CFG:-$PRESET}
-DATA=${DATA:-./data}
-SHOTS=${SHOTS:-16}
-OUT=${OUT:-output}
 PYTHON=${PYTHON:-python}
-EXTRA_OPTS=${EXTRA_OPTS:-}
-LOAD_EPOCH=${LOAD_EPOCH:-}
-TRAIN_PY=${TRAIN_PY:-train.py}
-TRAINER_CONFIGS=${TRAINER_CONFIGS:-configs/trainers}
-if [ -z "${DATASET_CONFIGS:-}" ]; then
-    if [ -d configs/datasets/hyptree ]; then
-        DATASET_CONFIGS=configs/datasets/hyptree  # installed into a MaPLe checkout
-    else
-        DATASET_CONFIGS=configs/datasets
-    fi
-fi
-if [ -z "${RUN_NAME:-}" ]; then
-    if [ "$CFG" = "$PRESET" ]; then RUN_NAME=$CFG; else RUN_NAME=${CFG}_${PRESET}; fi
-fi
 
 hyptree_die() {
     echo "error: $*" >&2
     exit 1
 }
 
-# SEEDS (array) and CLI_OPTS (array) from "SEED... [-- OPTS...]"
-hyptree_parse_seeds() {
-    SEEDS=()
-    CLI_OPTS=()
-    while [ $# -gt 0 ]; do
-        if [ "$1" = "--" ]; then
-            shift
-            CLI_OPTS=("$@")
-            break
-        fi
-        [[ "$1" =~ ^[0-9]+$ ]] || hyptree_die "seed must be a non-negative integer, got '$1'"
-        SEEDS+=("$1")
-        shift
-    done
-    if [ ${#SEEDS[@]} -eq 0 ]; then SEEDS=(1 2 3); fi
-}
-
-# Checks and the option lists every run gets; sets TRAINER_CFG, BASE_OPTS.
-hyptree_setup() {
-    [ -f "$TRAIN_PY" ] || hyptree_die "$TRAIN_PY not found in $PWD; run the script from the repository root (or set TRAIN_PY)"
-    [[ "$SHOTS" =~ ^[0-9]+$ ]] || hyptree_die "SHOTS must be an integer, got '$SHOTS'"
-    TRAINER_CFG=${TRAINER_CONFIGS}/${TRAINER}/${CFG}.yaml
-    [ -f "$TRAINER_CFG" ] || hyptree_die "trainer config $TRAINER_CFG not found (TRAINER=$TRAINER, CFG=$CFG); available: $(ls "${TRAINER_CONFIGS}/${TRAINER}" 2>/dev/null | tr '\n' ' ')"
-    local extra=()
-    eval "extra=( $EXTRA_OPTS )" || hyptree_die "EXTRA_OPTS does not parse: $EXTRA_OPTS"
-    BASE_OPTS=(TRAINER.HYPTREE.PRESET "$PRESET" ${extra[@]+"${extra[@]}"} ${CLI_OPTS[@]+"${CLI_OPTS[@]}"})
-}
-
-hyptree_dataset_cfg() {
-    local cfg=${DATASET_CONFIGS}/$1.yaml
-    [ -f "$cfg" ] || hyptree_die "dataset config $cfg not found; available: $(ls "$DATASET_CONFIGS" 2>/dev/null | sed 's/\.yaml//' | tr '\n' ' ')"
-    echo "$cfg"
-}
-
-# hyptree_load_epoch DATASET_CFG OPTS... : the epoch whose checkpoint eval-only runs load
-hyptree_load_epoch() {
-    if [ -n "$LOAD_EPOCH" ]; then
-        echo "$LOAD_EPOCH"
-        return
-    fi
-    local dcfg=$1
+# hyptree_sweep PROTOCOL ARGS... : the whole protocol, serially, with the environment's settings
+# (ARGS end with "--seeds SEED... [-- YACS_OPTS...]"; options after "--" come after EXTRA_OPTS)
+hyptree_sweep() {
+    local protocol=$1
     shift
-    "$PYTHON" -m hyptree protocols max-epoch "$dcfg" "$TRAINER_CFG" -- "$@"
-}
-
-# hyptree_train DIR SEED DATASET_CFG OPTS... : train, skipping finished and resuming unfinished runs
-hyptree_train() {
-    local dir=$1 seed=$2 dcfg=$3
-    shift 3
-    local resume=()
-    if "$PYTHON" -m hyptree protocols done "$dir"; then
-        echo "[skip] $dir has results.json"
-        return 0
-    elif [ -d "$dir" ]; then
-        echo "[resume] $dir"
-        resume=(--resume "$dir")
-    else
-        echo "[train] $dir"
+    local args=(run --launcher serial --python "$PYTHON" --protocols "$protocol")
+    [ -z "${TRAINER:-}" ] || args+=(--trainers "$TRAINER")
+    [ -z "${PRESET:-}" ] || args+=(--presets "$PRESET")
+    [ -z "${CFG:-}" ] || args+=(--configs "$CFG")
+    [ -z "${SHOTS:-}" ] || args+=(--shots "$SHOTS")
+    [ -z "${DATA:-}" ] || args+=(--data "$DATA")
+    [ -z "${OUT:-}" ] || args+=(--out "$OUT")
+    [ -z "${EXTRA_OPTS:-}" ] || args+=("--extra-opts=$EXTRA_OPTS")
+    [ -z "${LOAD_EPOCH:-}" ] || args+=(--load-epoch "$LOAD_EPOCH")
+    [ -z "${RUN_NAME:-}" ] || args+=(--run-name "$RUN_NAME")
+    [ -z "${DATASET_CONFIGS:-}" ] || args+=(--dataset-configs "$DATASET_CONFIGS")
+    [ -z "${TRAINER_CONFIGS:-}" ] || args+=(--trainer-configs "$TRAINER_CONFIGS")
+    [ -z "${TRAIN_PY:-}" ] || args+=(--train-py "$TRAIN_PY")
+    [ "${TEST_BASE:-0}" != 1 ] || args+=(--test-base)
+    [ -z "${SOURCE:-}" ] || args+=(--source "$SOURCE")
+    if [ -n "${TARGETS:-}" ]; then
+        local targets
+        read -r -a targets <<< "$TARGETS"
+        args+=(--targets "${targets[@]}")
     fi
-    hyptree_run "$dir" "$seed" "$dcfg" ${resume[@]+"${resume[@]}"} "$@"
-}
-
-# hyptree_eval DIR SEED DATASET_CFG MODEL_DIR EPOCH OPTS... : eval-only, skipped when finished
-hyptree_eval() {
-    local dir=$1 seed=$2 dcfg=$3 model_dir=$4 epoch=$5
-    shift 5
-    if "$PYTHON" -m hyptree protocols done "$dir"; then
-        echo "[skip] $dir has results.json"
-        return 0
+    if [ -n "${VARIANTS:-}" ]; then
+        local variants
+        read -r -a variants <<< "$VARIANTS"
+        args+=(--variants "${variants[@]}")
     fi
-    [ -d "$model_dir" ] || hyptree_die "no trained model at $model_dir (train it first)"
-    echo "[eval] $dir (model $model_dir, epoch $epoch)"
-    hyptree_run "$dir" "$seed" "$dcfg" --model-dir "$model_dir" --load-epoch "$epoch" --eval-only "$@"
-}
-
-# hyptree_run DIR SEED DATASET_CFG ARGS... : one train.py call with the protocol's common flags
-hyptree_run() {
-    local dir=$1 seed=$2 dcfg=$3
-    shift 3
-    "$PYTHON" "$TRAIN_PY" \
-        --root "$DATA" \
-        --seed "$seed" \
-        --trainer "$TRAINER" \
-        --dataset-config-file "$dcfg" \
-        --config-file "$TRAINER_CFG" \
-        --output-dir "$dir" \
-        "$@"
-}
-
-# hyptree_table ROOT MATCH... : print the mean +- std table of the runs just made
-hyptree_table() {
-    local root=$1
-    shift
-    echo
-    "$PYTHON" -m hyptree results "$root" --seeds "${SEEDS[@]}" --match "$@"
+    "$PYTHON" -m hyptree sweep "${args[@]}" "$@"
 }

@@ -13,13 +13,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DATASET=$1
 SHOTS=$2
 shift 2
-hyptree_parse_seeds "$@"
-hyptree_setup
-DCFG=$(hyptree_dataset_cfg "$DATASET")
-
-for SEED in "${SEEDS[@]}"; do
-    DIR=${OUT}/fewshot/${DATASET}/shots_${SHOTS}/${TRAINER}/${RUN_NAME}/seed${SEED}
-    hyptree_train "$DIR" "$SEED" "$DCFG" DATASET.NUM_SHOTS "$SHOTS" "${BASE_OPTS[@]}"
-done
-
-hyptree_table "${OUT}/fewshot" "$DATASET" "shots_${SHOTS}" "$TRAINER" "$RUN_NAME"
+hyptree_sweep fewshot --datasets "$DATASET" --shots "$SHOTS" --seeds "$@"
