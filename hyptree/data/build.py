@@ -162,6 +162,7 @@ class HierDataset:
     class_ids: list[str] = field(default_factory=list)
     full_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     dropped_classes: list[str] = field(default_factory=list)
+    dropped_reason: str = ""  # why ``dropped_classes`` were left out (recorded in results.json)
 
     @property
     def num_classes(self) -> int:
@@ -399,6 +400,7 @@ def build_hierarchical_dataset(
         class_ids=ids,
         full_labels=np.asarray(full_labels, dtype=np.int64),
         dropped_classes=dropped,
+        dropped_reason=f"not a leaf of {source.split(', cut down')[0]}" if dropped else "",
     )
 
 

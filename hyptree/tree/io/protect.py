@@ -110,7 +110,7 @@ def read_protect_tree(
     """
     if display not in ("protect", "plain"):
         raise ValueError(f"display must be 'protect' or 'plain', got {display!r}")
-    top = load_pickle_file(path)
+    top = load_pickle_file(path, kind="protect_tree")
     attrs = _attrs(top)
     root = _find_root(top, attrs, path)
     edges, node_ids = _walk(root, _registry(attrs), path)

@@ -1,0 +1,109 @@
+"""Issue 13: nothing lost, nothing silent - crafted pickles, torn checkpoints, concurrent
+data preparation, mixed settings in tables, BOMs and bad labels, validation up front."""
+
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ====================================================================== unpickling
+class _Evil:
+    """Pickles as a call of ``module.name("touch MARKER")``."""
+
+    def __init__(self, module, name, arg):
+        self.module, self.name, self.arg = module, name, arg
+
+    def __reduce__(self):
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.name), (self.arg,)
+
+
+def _crafted_npy(path, module, name, arg):
+    """A ``tree.npy`` (numpy header + pickle) whose pickle names ``module.name``."""
+    blob = pickle.dumps(_Evil(module, name, arg), protocol=2)
+    header = {"descr": "|O", "fortran_order": False, "shape": ()}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(blob)
+
+
+def _raw_global_pickle(module, name):
+    """A pickle that only names ``module.name`` (GLOBAL opcode) and calls it with no arguments."""
+    return b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\n)R."
+
+
+@pytest.mark.parametrize("module,name", [("os", "system"), ("posix", "system"), ("subprocess", "call")])
+def test_crafted_tree_npy_is_refused_and_runs_nothing(tmp_path, module, name):
+    from hyptree.tree.io.protect import read_protect_tree
+
+    marker = tmp_path / "pwned"
+    p = tmp_path / "tree.npy"
+    _crafted_npy(p, module, name, f"touch {marker}")
+    with pytest.raises(ValueError, match=rf"tree\.npy: refusing to unpickle the global \w+\.{name}"):
+        read_protect_tree(str(p))
+    assert not marker.exists()
+
+
+def test_numpy_module_outside_the_allow_list_is_never_imported(tmp_path):
+    """The old check let any ``numpy.*`` module through when the name looked harmless:
+    ``numpy.f2py.__main__`` runs f2py (and exits the process) on import."""
+    from hyptree.tree.pickles import load_pickle_file, loads_permissive
+
+    sys.modules.pop("numpy.f2py.__main__", None)
+    for name in ("_reconstruct", "ndarray", "scalar", "dtype"):
+        blob = _raw_global_pickle("numpy.f2py.__main__", name)
+        with pytest.raises(
+            ValueError, match=rf"evil\.pkl: refusing to unpickle the global numpy\.f2py\.__main__\.{name}"
+        ):
+            loads_permissive(blob, source="evil.pkl", kind="protect_tree")
+    p = tmp_path / "tree.npy"
+    header = {"descr": "|O", "fortran_order": False, "shape": ()}
+    with open(p, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(_raw_global_pickle("numpy.f2py.__main__", "_reconstruct"))
+    with pytest.raises(ValueError, match="tree.npy: refusing"):
+        load_pickle_file(str(p), kind="protect_tree")
+    assert "numpy.f2py.__main__" not in sys.modules
+
+
+def test_allow_lists_are_per_kind(tmp_path):
+    from hyptree.tree.pickles import KINDS, StandIn, loads_permissive
+
+    assert set(KINDS) == {"protect_tree", "cuts", "cifar100"}
+    blob = _raw_global_pickle("treelibs", "TreeNode")
+    assert isinstance(loads_permissive(blob, source="t.npy", kind="protect_tree"), StandIn)
+    for kind in ("cuts", "cifar100"):
+        with pytest.raises(ValueError, match=f"x: refusing to unpickle the global treelibs.TreeNode: .*{kind}"):
+            loads_permissive(blob, source="x", kind=kind)
+    # numpy arrays and containers still load, exactly
+    arr = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    obj = loads_permissive(pickle.dumps({"a": [arr, {1, 2}], "b": (1.5, b"x")}, protocol=2), kind="cifar100")
+    assert np.array_equal(obj["a"][0], arr) and obj["a"][1] == {1, 2} and obj["b"] == (1.5, b"x")
+
+
+def test_cifar100_archive_with_crafted_pickle_is_refused(tmp_path):
+    import io
+    import tarfile
+
+    from hyptree.data.cifar100 import extract_cifar100
+
+    marker = tmp_path / "pwned"
+    d = tmp_path / "cifar-100"
+    d.mkdir()
+    with tarfile.open(d / "cifar-100-python.tar.gz", "w:gz") as tar:
+        for n in ("meta", "train", "test"):
+            blob = pickle.dumps(_Evil("os", "system", f"touch {marker}"), protocol=2)
+            info = tarfile.TarInfo(f"cifar-100-python/{n}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    with pytest.raises(
+        ValueError, match=r"cifar-100-python.tar.gz:cifar-100-python/meta: refusing .*os\.system|posix\.system"
+    ):
+        extract_cifar100(str(tmp_path))
+    assert not marker.exists()
