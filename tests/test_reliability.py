@@ -107,3 +107,72 @@ def test_cifar100_archive_with_crafted_pickle_is_refused(tmp_path):
     ):
         extract_cifar100(str(tmp_path))
     assert not marker.exists()
+
+
+# ====================================================================== checkpoints
+def _save(folder, epoch, **extra):
+    import torch
+
+    from hyptree.run.checkpoints import save_checkpoint
+
+    state = {"state_dict": {"module.w": torch.full((3,), float(epoch))}, "epoch": epoch, **extra}
+    return save_checkpoint(state, str(folder))
+
+
+def test_find_resumable_falls_back_to_the_newest_intact_checkpoint(tmp_path):
+    import torch
+
+    from hyptree.run.checkpoints import find_resumable
+
+    for e in (1, 2, 3):
+        _save(tmp_path, e)
+    assert (tmp_path / "checkpoint").read_text() == "model.pth.tar-3\n"
+    assert torch.equal(torch.load(tmp_path / "model.pth.tar-3")["state_dict"]["w"], torch.full((3,), 3.0))
+    path, ckpt, notes = find_resumable(str(tmp_path))
+    assert path.endswith("model.pth.tar-3") and ckpt["epoch"] == 3 and notes == []
+    data = (tmp_path / "model.pth.tar-3").read_bytes()
+    (tmp_path / "model.pth.tar-3").write_bytes(data[: len(data) // 3])  # torn
+    (tmp_path / "model.pth.tar-2").write_bytes(b"")  # 0 bytes
+    path, ckpt, notes = find_resumable(str(tmp_path))
+    assert path.endswith("model.pth.tar-1") and ckpt["epoch"] == 1
+    assert any("model.pth.tar-3: unreadable" in n for n in notes)
+    assert any("model.pth.tar-2: empty file" in n for n in notes)
+    (tmp_path / "checkpoint").write_text("")
+    assert find_resumable(str(tmp_path))[1]["epoch"] == 1
+    assert "is empty" in find_resumable(str(tmp_path))[2][0]
+    os.remove(tmp_path / "checkpoint")
+    path, ckpt, notes = find_resumable(str(tmp_path))
+    assert ckpt["epoch"] == 1 and "is missing" in notes[0]
+    (tmp_path / "model.pth.tar-1").write_bytes(b"PK\x03\x04garbage")
+    assert find_resumable(str(tmp_path))[:2] == (None, None)
+
+
+def test_checkpoint_write_is_atomic_when_killed(tmp_path):
+    """A save killed inside torch.save leaves the previous checkpoint and pointer untouched."""
+    import torch
+
+    from hyptree.run.checkpoints import find_resumable, remove_stale_temporaries
+
+    _save(tmp_path, 1)
+
+    class Boom:
+        def __reduce__(self):
+            raise KeyboardInterrupt  # dies half-way through the pickle
+
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, 2, extra=Boom())
+    assert not (tmp_path / "model.pth.tar-2").exists()
+    assert (tmp_path / "checkpoint").read_text() == "model.pth.tar-1\n"
+    assert find_resumable(str(tmp_path))[1]["epoch"] == 1
+    (tmp_path / ".model.pth.tar-2.abc.tmp").write_bytes(b"x")  # what a SIGKILL leaves
+    assert remove_stale_temporaries(str(tmp_path)) == [".model.pth.tar-2.abc.tmp"]
+    assert torch.load(tmp_path / "model.pth.tar-1")["epoch"] == 1
+
+
+def test_config_difference_names_the_keys():
+    from hyptree.run.checkpoints import config_difference
+
+    a = "OPTIM:\n  LR: 0.01\n  MAX_EPOCH: 2\nSEED: 1\n"
+    b = "OPTIM:\n  LR: 0.02\n  MAX_EPOCH: 2\nNEW: x\n"
+    assert config_difference(a, b) == ["NEW: '<absent>' -> 'x'", "OPTIM.LR: 0.01 -> 0.02", "SEED: 1 -> '<absent>'"]
+    assert config_difference(a, a) == []
