@@ -12,7 +12,10 @@ import torch
 pytestmark = pytest.mark.dassl
 pytest.importorskip("dassl")
 
-from test_trainers import env, results, run  # noqa: E402,F401  (env: the module fixture)
+import test_trainers  # noqa: E402
+
+env = test_trainers.env  # the module fixture (tiny CLIP, data root)
+results, run = test_trainers.results, test_trainers.run
 
 TRAINER = "CoOpHier"
 OPTS = ("TRAINER.HYPTREE.PRESET", "protect")
