@@ -176,3 +176,28 @@ def test_config_difference_names_the_keys():
     b = "OPTIM:\n  LR: 0.02\n  MAX_EPOCH: 2\nNEW: x\n"
     assert config_difference(a, b) == ["NEW: '<absent>' -> 'x'", "OPTIM.LR: 0.01 -> 0.02", "SEED: 1 -> '<absent>'"]
     assert config_difference(a, a) == []
+
+
+# ====================================================================== tables never mix settings
+def test_seeds_of_different_settings_in_one_folder_are_not_averaged(tmp_path):
+    import fixtures_runs as F
+
+    from hyptree.eval import tables as R
+
+    base = tmp_path / "fewshot" / "cifar100" / "shots_16" / "MaPLeHypTree" / "hyptree"
+    for s, la, h in ((1, 70.0, "aaaa1111"), (2, 72.0, "aaaa1111"), (3, 90.0, "bbbb2222")):
+        F.write_results(base / f"seed{s}", seed=s, config_hash=h, metrics={"LA": la})
+    (t,) = R.collect(str(tmp_path))
+    rows = [dict(zip(t.header, r)) for r in t.rows]
+    assert len(rows) == 2
+    by_hash = {r["Config"]: r for r in rows}
+    assert set(by_hash) == {"hyptree [aaaa1111]", "hyptree [bbbb2222]"}
+    assert by_hash["hyptree [aaaa1111]"]["LA"].startswith("71.00") and by_hash["hyptree [aaaa1111]"]["Seeds"] == "2"
+    assert by_hash["hyptree [bbbb2222]"]["LA"].startswith("90.00")
+    for r in rows:
+        assert "mixes 2 settings (config_hash aaaa1111, bbbb2222)" in r["Note"]
+    # one setting: no hash in the label, no note
+    for s in (1, 2, 3):
+        F.write_results(base / f"seed{s}", seed=s, config_hash="aaaa1111", metrics={"LA": 70.0})
+    (t,) = R.collect(str(tmp_path))
+    assert len(t.rows) == 1 and dict(zip(t.header, t.rows[0]))["Config"] == "hyptree"
