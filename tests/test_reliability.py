@@ -3,6 +3,7 @@ data preparation, mixed settings in tables, BOMs and bad labels, validation up f
 
 import os
 import pickle
+import subprocess
 import sys
 
 import numpy as np
@@ -201,3 +202,79 @@ def test_seeds_of_different_settings_in_one_folder_are_not_averaged(tmp_path):
         F.write_results(base / f"seed{s}", seed=s, config_hash="aaaa1111", metrics={"LA": 70.0})
     (t,) = R.collect(str(tmp_path))
     assert len(t.rows) == 1 and dict(zip(t.header, t.rows[0]))["Config"] == "hyptree"
+
+
+# ====================================================================== concurrent data preparation
+_CONCURRENT = r"""
+import os, sys, time
+from PIL import Image
+saves = []
+real = Image.Image.save
+Image.Image.save = lambda self, *a, **k: (saves.append(1), real(self, *a, **k))[1]
+from hyptree.data.cifar100 import extract_cifar100
+go = sys.argv[2]
+open(go + "." + str(os.getpid()), "w").close()  # ready
+while not os.path.exists(go):
+    time.sleep(0.01)
+d = extract_cifar100(sys.argv[1])
+print(len(saves), len(d.train), len(d.test), d.train[0].impath)
+"""
+
+
+def test_two_first_uses_of_cifar100_at_once_build_one_complete_folder(tmp_path):
+    import test_data
+
+    root = tmp_path / "data"
+    fake = test_data._cifar_fake(n_train=40, n_test=20, seed=3)
+    test_data._write_cifar_archive(str(root / "cifar-100"), fake)
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CONCURRENT, str(root), str(go)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
+    import time
+
+    deadline = time.time() + 120
+    while len(list(tmp_path.glob("go.*"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)  # both have imported and wait at the start line
+    go.write_text("")
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    saves = sorted(int(o[0]) for o in outs)
+    assert saves == [0, 60]  # one process converted, the other waited and reused it
+    assert all(o[1:3] == ["40", "20"] for o in outs) and outs[0][3] == outs[1][3]
+    images = root / "cifar-100" / "cifar-100-images"
+    pngs = [os.path.join(dp, f) for dp, _, fs in os.walk(images) for f in fs if f.endswith(".png")]
+    assert len(pngs) == 60 and (images / ".complete").is_file()
+    assert not [f for f in os.listdir(root / "cifar-100") if f.endswith(".tmp")]
+    from PIL import Image
+
+    for p in pngs:
+        Image.open(p).load()
+
+
+def test_imagenet_cache_is_json_not_pickle(tmp_path):
+    import json
+
+    from hyptree.data.imagenet import IMAGENET_CACHE, read_imagenet
+
+    assert IMAGENET_CACHE.endswith(".json")
+    root = tmp_path
+    d = root / "imagenet"
+    for split, n in (("train", 2), ("val", 1)):
+        for w in ("n01", "n02"):
+            (d / "images" / split / w).mkdir(parents=True)
+            for i in range(n):
+                (d / "images" / split / w / f"{i}.jpg").write_bytes(b"x")
+    (d / "classnames.txt").write_text("n01 fish\nn02 bird\n")
+    a = read_imagenet(str(root))
+    with open(d / IMAGENET_CACHE) as f:
+        obj = json.load(f)
+    assert obj["wnids"] == ["n01", "n02"] and len(obj["rows"]["train"][0]) == 4
+    assert read_imagenet(str(root)).train == a.train
+    (d / IMAGENET_CACHE).write_bytes(pickle.dumps(_Evil("os", "system", f"touch {tmp_path / 'pwned'}")))
+    assert read_imagenet(str(root)).train == a.train  # an unreadable cache is rebuilt, never unpickled
+    assert not (tmp_path / "pwned").exists()
