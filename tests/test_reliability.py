@@ -278,3 +278,110 @@ def test_imagenet_cache_is_json_not_pickle(tmp_path):
     (d / IMAGENET_CACHE).write_bytes(pickle.dumps(_Evil("os", "system", f"touch {tmp_path / 'pwned'}")))
     assert read_imagenet(str(root)).train == a.train  # an unreadable cache is rebuilt, never unpickled
     assert not (tmp_path / "pwned").exists()
+
+
+# ====================================================================== small things (item 6)
+def test_bom_and_non_utf8_taxonomy_files(tmp_path):
+    from hyptree.tree.io.paths import read_paths_file
+
+    p = tmp_path / "tax.txt"
+    p.write_bytes("\ufeff# a comment header\nanimal/cat\nanimal/dog\nplant/rose\n".encode())
+    t = read_paths_file(str(p))
+    assert t.class_names == ("cat", "dog", "rose")
+    p.write_bytes("\ufeffanimal/cat\nanimal/dog\n".encode())
+    assert read_paths_file(str(p)).names[1] == "animal"
+    p.write_bytes(b"animal/cat\nanimal/d\xf6g\n")
+    with pytest.raises(ValueError, match=r"tax\.txt:2: not UTF-8"):
+        read_paths_file(str(p))
+
+
+def test_imagenet_classnames_with_bom(tmp_path):
+    from hyptree.tree.io.imagenet import read_classnames_file
+
+    p = tmp_path / "classnames.txt"
+    p.write_bytes("\ufeffn01440764 tench\nn01443537 goldfish\n".encode())
+    assert list(read_classnames_file(str(p))) == ["n01440764", "n01443537"]
+
+
+@pytest.mark.parametrize(
+    "label,needle",
+    [(2.7, "label 2.7 is not an integer"), ("2.7", "label '2.7' is not an integer"), (-1, "label -1 is negative")],
+)
+def test_split_labels_are_strict_integers(tmp_path, label, needle):
+    import json
+
+    from hyptree.data.common import read_coop_split
+
+    p = tmp_path / "split.json"
+    p.write_text(json.dumps({"train": [["a.png", 0, "a"], ["b.png", label, "b"]]}))
+    with pytest.raises(ValueError, match=f"split.json: entry 1 of 'train': {needle}"):
+        read_coop_split(str(p), str(tmp_path))
+    p.write_text(json.dumps({"train": [["a.png", "3", "a"]]}))
+    assert read_coop_split(str(p), str(tmp_path))["train"][0].label == 3
+
+
+def test_check_items_labels_missing_and_truncated_images(tmp_path):
+    from PIL import Image
+
+    from hyptree.data.common import Item, check_items
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(good)
+    check_items({"train": [Item(str(good), 1, "x")]}, 2, "toy", decode=True)
+    with pytest.raises(ValueError, match=r"toy: test entry 0 \(.*good.png\) has label 5, outside 0..1"):
+        check_items({"test": [Item(str(good), 5, "x")]}, 2, "toy")
+    with pytest.raises(FileNotFoundError, match="toy: 1 image file.*missing, e.g. .*nope.png \\(test split\\)"):
+        check_items({"test": [Item(str(tmp_path / "nope.png"), 0, "x")]}, 2, "toy")
+    bad = tmp_path / "torn.png"
+    bad.write_bytes(good.read_bytes()[:-20])
+    with pytest.raises(ValueError, match=r"toy: .*torn\.png \(test split\) is not a readable image"):
+        check_items({"test": [Item(str(bad), 0, "x")]}, 2, "toy", decode=True)
+
+
+def test_bad_test_image_found_before_training(tmp_path):
+    """A truncated test image of the toy set fails when the dataset is built, naming the file."""
+    from hyptree.data.build import build_hierarchical_dataset
+
+    root = tmp_path / "data"
+    d = build_hierarchical_dataset("toy", str(root), num_shots=1)
+    victim = d.test[3].impath
+    data = open(victim, "rb").read()
+    with open(victim, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"{os.path.basename(victim)} \\(test split\\) is not a readable image"):
+        build_hierarchical_dataset("toy", str(root), num_shots=1)
+    os.remove(victim)
+    with pytest.raises(FileNotFoundError, match=os.path.basename(victim)):
+        build_hierarchical_dataset("toy", str(root), num_shots=1)
+
+
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("OPTIM.MAX_EPOCH", 0, "OPTIM.MAX_EPOCH = 0; expected >= 1"),
+        ("TRAINER.HYPTREE.ALPHA", -1.0, "TRAINER.HYPTREE.ALPHA = -1.0; expected >= 0"),
+        ("TRAINER.HYPTREE.LAMBDA", -0.5, "TRAINER.HYPTREE.LAMBDA = -0.5"),
+        ("TRAINER.HYPTREE.EVAL.NUM_CUTS", 0, "TRAINER.HYPTREE.EVAL.NUM_CUTS = 0; expected >= 1"),
+        ("TRAINER.HYPTREE.CURVATURE.KAPPA", 0.0, "TRAINER.HYPTREE.CURVATURE.KAPPA = 0.0; expected > 0"),
+        ("TRAINER.HYPTREE.LAYERS", [40], r"TRAINER.HYPTREE.LAYERS = \[40\]; .*<= 11, not clamped"),
+    ],
+)
+def test_config_values_checked_with_the_key(key, value, needle):
+    from yacs.config import CfgNode as CN
+
+    from hyptree.run.config import add_hyptree_config, check_config
+
+    cfg = CN()
+    cfg.OPTIM = CN()
+    cfg.OPTIM.MAX_EPOCH = 5
+    cfg.DATASET = CN()
+    add_hyptree_config(cfg)
+    cfg.TRAINER.HYPTREE.BACKBONE = "maple"
+    check_config(cfg)
+    node = cfg
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(ValueError, match=needle):
+        check_config(cfg)

@@ -45,7 +45,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hyptree.data import cifar100, imagenet, rare_species, sun397, toy
-from hyptree.data.common import SUBSAMPLE_CHOICES, Item, RawDataset, fewshot_sample, subsample_classes
+from hyptree.data.common import (
+    SUBSAMPLE_CHOICES,
+    Item,
+    RawDataset,
+    check_items,
+    fewshot_sample,
+    subsample_classes,
+)
 from hyptree.tree.checks import default_display_name
 from hyptree.tree.io.detect import read_taxonomy
 from hyptree.tree.io.protect import read_protect_tree
@@ -361,6 +368,7 @@ def build_hierarchical_dataset(
             raise TypeError(f"{key}: {e}") from None
         raise
     d = raw.data
+    check_items({"train": d.train, "val": d.val, "test": d.test}, len(raw.ids), key)  # labels, files present
     full, ids, kept, dropped, source = _matched_taxonomy(key, root, raw, taxonomy_file)
 
     # few-shot (all classes, MaPLe's order: train, then val on the same generator)
@@ -384,6 +392,7 @@ def build_hierarchical_dataset(
 
     classnames = [taxonomy.display_names[int(i)] for i in taxonomy.leaves]
     train, val, test = (_relabel(splits[s], classnames) for s in ("train", "val", "test"))
+    check_items({"train": train, "val": val, "test": test}, taxonomy.num_classes, key, decode=True)
     if not val:
         val = test
     tree_name = subsample if subsample != "all" else (key if key in TARGET_DATASETS else "all")

@@ -23,6 +23,7 @@ from hyptree.data.common import (
     plain_keys,
 )
 from hyptree.tree.io import read_imagenet_meta
+from hyptree.tree.io.paths import read_text_lines
 from hyptree.tree.taxonomy import Taxonomy
 from hyptree.utils.files import atomic_write_json, file_lock
 
@@ -76,17 +77,16 @@ def read_imagenet_classnames(path: str) -> OrderedDict[str, str]:
     if not os.path.isfile(path):
         raise _layout_error("classnames.txt", path, LAYOUTS["imagenet"])
     out: OrderedDict[str, str] = OrderedDict()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            wnid, _, name = line.partition(" ")
-            if not name.strip():
-                raise ValueError(f"{path}:{lineno}: expected '<wnid> <class name>', got {line!r}")
-            if wnid in out:
-                raise ValueError(f"{path}:{lineno}: wnid {wnid} listed twice")
-            out[wnid] = name.strip()
+    for lineno, line in enumerate(read_text_lines(path), 1):
+        line = line.strip()
+        if not line:
+            continue
+        wnid, _, name = line.partition(" ")
+        if not name.strip():
+            raise ValueError(f"{path}:{lineno}: expected '<wnid> <class name>', got {line!r}")
+        if wnid in out:
+            raise ValueError(f"{path}:{lineno}: wnid {wnid} listed twice")
+        out[wnid] = name.strip()
     if not out:
         raise ValueError(f"{path}: no classes")
     return out
