@@ -15,7 +15,9 @@
      "epoch", "model_dir", "output_dir", "taxonomy": Taxonomy.stats(),
      "taxonomy_source", "curvatures": {"text", "image", "inter"} | null, "time"}
 
-plus ``"clip"`` (the CLIP weights used) and ``"num_cuts"``.
+plus ``"clip"`` (the CLIP weights used), ``"num_cuts"``, ``"dropped_classes"`` (list of
+``{"class", "reason"}``: dataset classes left out) and, for runs with training images,
+``"num_shots_used"`` / ``"train_per_class"`` (``[fewest, most]`` images of a class).
 """
 
 from __future__ import annotations
