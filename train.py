@@ -24,6 +24,7 @@ from yacs.config import CfgNode as CN
 import datasets  # noqa: F401  registers the hierarchical datasets
 import trainers  # noqa: F401  registers MaPLeHypTree, PromptSRCHypTree, CoOpHier
 from hyptree.run.config import add_hyptree_config
+from hyptree.run.logs import route_logging
 
 
 def print_args(args, cfg):
@@ -128,6 +129,7 @@ def main(args):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
+    route_logging()  # importing Dassl muted logging process-wide; hyptree's messages go to log.txt too
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print_args(args, cfg)

@@ -451,7 +451,7 @@ def test_imagenet_reader_and_cache(tmp_path):
         os.path.join(root, "imagenet", "images", "train", WNIDS[0], f"{WNIDS[0]}_0.JPEG"), 0, "tench"
     )
     assert d.test == d.val and [it.label for it in d.test] == [0, 1, 2]
-    cache = os.path.join(root, "imagenet", "preprocessed_hyptree.pkl")
+    cache = os.path.join(root, "imagenet", "preprocessed_hyptree.json")
     assert os.path.isfile(cache)
     # the cache answers (a new image is not seen) until disabled or classnames.txt changes
     _img(os.path.join(root, "imagenet", "images", "train", WNIDS[1], "new.JPEG"))

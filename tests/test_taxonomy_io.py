@@ -146,16 +146,17 @@ def test_protect_tree_round_trip(tmp_path):
 
 
 def test_protect_tree_generic_walker(tmp_path):
-    """Nested node objects under other attribute names: wnid + childs list, no node table."""
-    mod = types.ModuleType("treelib_like")
+    """Nested node objects under other attribute names: wnid + childs list, no node table.
+    (The class must be one the ``protect_tree`` allow-list names: ``treelibs.TreeNode``.)"""
+    mod = types.ModuleType("treelibs")
 
     class Synset:
         def __init__(self, wnid, childs=()):
             self.wnid, self.childs = wnid, list(childs)
 
-    Synset.__module__, Synset.__qualname__ = "treelib_like", "Synset"
-    mod.Synset = Synset
-    sys.modules["treelib_like"] = mod
+    Synset.__module__, Synset.__qualname__ = "treelibs", "TreeNode"
+    mod.TreeNode = Synset
+    sys.modules["treelibs"] = mod
     try:
         top = Synset("n0", [Synset("n1", [Synset("n3"), Synset("n4")]), Synset("n2")])
         p = str(tmp_path / "tree.npy")
@@ -165,7 +166,7 @@ def test_protect_tree_generic_walker(tmp_path):
         pd_ = str(tmp_path / "dag.npy")
         np.save(pd_, dag, allow_pickle=True)
     finally:
-        del sys.modules["treelib_like"]
+        del sys.modules["treelibs"]
     t = read_protect_tree(p)
     assert t.names == ("n0", "n1", "n3", "n4", "n2") and t.class_names == ("n3", "n4", "n2")
     with pytest.raises(ValueError, match="'n1' is reached twice"):

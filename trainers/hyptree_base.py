@@ -23,10 +23,18 @@ from dassl.utils import load_checkpoint
 
 from hyptree.eval import TRAIN_LOG_FILE, TrainLog, evaluate, format_metrics
 from hyptree.model.loading import load_clip
+from hyptree.run.checkpoints import (
+    config_difference,
+    config_text,
+    find_resumable,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from hyptree.run.config import configure_for_trainer
 from hyptree.run.factory import build_model
+from hyptree.run.logs import route_logging
 from hyptree.run.predict import CONFIG_FILE
-from hyptree.run.records import evaluation_cuts_for, write_evaluation
+from hyptree.run.records import data_record, evaluation_cuts_for, write_evaluation
 from hyptree.run.training import (
     autocast,
     build_lr_scheduler,
@@ -49,6 +57,7 @@ class HierTrainer(TrainerX):
 
     # ------------------------------------------------------------------ setup
     def check_cfg(self, cfg):
+        route_logging()  # Dassl's import muted logging; the dataset's warnings must show
         configure_for_trainer(cfg, self.BACKBONE, type(self).__name__)
 
     def build_model(self):
@@ -155,6 +164,61 @@ class HierTrainer(TrainerX):
             self.train_log.close()
 
     # ------------------------------------------------------------------ checkpoints
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        """Dassl's checkpoint files, written atomically (``hyptree.run.checkpoints``), with
+        the run's options (``config``) so a resume can refuse changed ones."""
+        options = config_text(self.cfg)
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            state = {
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "optimizer": None if optim is None else optim.state_dict(),
+                "scheduler": None if sched is None else sched.state_dict(),
+                "val_result": val_result,
+                "config": options,
+            }
+            save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def resume_model_if_exist(self, directory):
+        """Resume from the newest intact checkpoint (torn, empty or unreadable files and a
+        missing or empty pointer are skipped, with a note); refuse changed options."""
+        found = {}
+        for name in self.get_model_names():
+            folder = osp.join(directory, name)
+            if not osp.isdir(folder):
+                print("No checkpoint found, train from scratch")
+                return 0
+            remove_stale_temporaries(folder)
+            path, ckpt, notes = find_resumable(folder)
+            for note in notes:
+                print(f"Resume: {note}")
+            if path is None:
+                print(f"No intact checkpoint in {folder}, train from scratch")
+                return 0
+            found[name] = (path, ckpt)
+        current = config_text(self.cfg)
+        for path, ckpt in found.values():
+            if "config" in ckpt and ckpt["config"] != current:
+                diff = config_difference(ckpt["config"], current)
+                if diff:
+                    raise ValueError(
+                        f"{path} was trained with other options; refusing to resume with changed options "
+                        f"(start a new --output-dir, or go back to the saved ones):\n  " + "\n  ".join(diff)
+                    )
+        print(f"Found checkpoint at {directory} (will resume training)")
+        start_epoch = 0
+        for name, (path, ckpt) in found.items():
+            print(f'Loading checkpoint from "{path}"')
+            self._models[name].load_state_dict(ckpt["state_dict"])
+            if self._optims[name] is not None and ckpt.get("optimizer") is not None:
+                self._optims[name].load_state_dict(ckpt["optimizer"])
+            if self._scheds[name] is not None and ckpt.get("scheduler") is not None:
+                self._scheds[name].load_state_dict(ckpt["scheduler"])
+            start_epoch = int(ckpt["epoch"])
+            print(f"Previous epoch: {start_epoch}")
+        return start_epoch
+
     def load_model(self, directory, epoch=None):
         """Dassl's file layout (``model-best.pth.tar`` or ``model.pth.tar-EPOCH``), strict
         loading of the learnable weights; works for another tree than the one trained on."""
@@ -223,6 +287,7 @@ class HierTrainer(TrainerX):
             taxonomy_source=self.taxonomy_source,
             epoch=self.evaluated_epoch,
             model_dir=self.model_dir,
+            data=data_record(getattr(self.dm.dataset, "hier", None)),
         )
         print(f"Wrote {paths['results']}")
         return metrics["LA"]

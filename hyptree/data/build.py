@@ -45,7 +45,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hyptree.data import cifar100, imagenet, rare_species, sun397, toy
-from hyptree.data.common import SUBSAMPLE_CHOICES, Item, RawDataset, fewshot_sample, subsample_classes
+from hyptree.data.common import (
+    SUBSAMPLE_CHOICES,
+    Item,
+    RawDataset,
+    check_items,
+    fewshot_sample,
+    subsample_classes,
+)
 from hyptree.data.reference import REFERENCE_SPLIT, reference_split
 from hyptree.tree.checks import default_display_name
 from hyptree.tree.io.detect import read_taxonomy
@@ -164,6 +171,7 @@ class HierDataset:
     full_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     dropped_classes: list[str] = field(default_factory=list)
     cuts_file: str = ""  # the reference's evaluation cuts of this tree (SUBSAMPLE_SPLIT reference)
+    dropped_reason: str = ""  # why ``dropped_classes`` were left out (recorded in results.json)
 
     @property
     def num_classes(self) -> int:
@@ -363,6 +371,7 @@ def build_hierarchical_dataset(
             raise TypeError(f"{key}: {e}") from None
         raise
     d = raw.data
+    check_items({"train": d.train, "val": d.val, "test": d.test}, len(raw.ids), key)  # labels, files present
     full, ids, kept, dropped, source = _matched_taxonomy(key, root, raw, taxonomy_file)
 
     # few-shot (all classes, MaPLe's order: train, then val on the same generator)
@@ -390,6 +399,7 @@ def build_hierarchical_dataset(
 
     classnames = [taxonomy.display_names[int(i)] for i in taxonomy.leaves]
     train, val, test = (_relabel(splits[s], classnames) for s in ("train", "val", "test"))
+    check_items({"train": train, "val": val, "test": test}, taxonomy.num_classes, key, decode=True)
     if not val:
         val = test
     tree_name = subsample if subsample != "all" else (key if key in TARGET_DATASETS else "all")
@@ -407,6 +417,7 @@ def build_hierarchical_dataset(
         full_labels=np.asarray(full_labels, dtype=np.int64),
         dropped_classes=dropped,
         cuts_file=cuts_file,
+        dropped_reason=f"not a leaf of {source.split(', cut down')[0]}" if dropped else "",
     )
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import pickle
 import tarfile
 from collections.abc import Sequence
 
@@ -23,8 +21,9 @@ from hyptree.data.common import (
     write_coop_split,
 )
 from hyptree.data.folder import read_image_folder_tree
+from hyptree.tree.pickles import loads_permissive
 from hyptree.tree.taxonomy import Taxonomy
-from hyptree.utils.files import atomic_open, atomic_write_json
+from hyptree.utils.files import atomic_open, atomic_write_json, build_dir_once
 
 __all__ = ["LAYOUTS", "extract_cifar100", "read_cifar100_hierarchical", "load_cifar100"]
 
@@ -49,6 +48,7 @@ CIFAR100_ARCHIVE = "cifar-100-python.tar.gz"
 CIFAR100_EXTRACTED = "cifar-100-python"
 CIFAR100_IMAGES = "cifar-100-images"
 CIFAR100_SPLIT = "split_cifar100.json"
+CIFAR100_INFO = "cifar100_info.json"  # class names and the coarse map (older folders: in .complete)
 
 
 def _load_cifar100_pickles(dataset_dir: str) -> dict[str, dict]:
@@ -56,6 +56,7 @@ def _load_cifar100_pickles(dataset_dir: str) -> dict[str, dict]:
 
     Read from ``cifar-100-python/`` if extracted, else straight from the tar.gz (without
     writing the pickles to disk). Keys stay bytes, as the archive was pickled by Python 2.
+    Read under the ``cifar100`` allow-list of :mod:`hyptree.tree.pickles` (never plain pickle).
     """
     names = ("meta", "train", "test")
     extracted = os.path.join(dataset_dir, CIFAR100_EXTRACTED)
@@ -63,8 +64,9 @@ def _load_cifar100_pickles(dataset_dir: str) -> dict[str, dict]:
     out = {}
     if all(os.path.isfile(os.path.join(extracted, n)) for n in names):
         for n in names:
-            with open(os.path.join(extracted, n), "rb") as f:
-                out[n] = pickle.load(f, encoding="bytes")
+            path = os.path.join(extracted, n)
+            with open(path, "rb") as f:
+                out[n] = loads_permissive(f.read(), source=path, kind="cifar100", encoding="bytes")
         return out
     if not os.path.isfile(archive):
         raise _layout_error("CIFAR-100 archive or extracted folder", archive, LAYOUTS["cifar100"])
@@ -74,7 +76,8 @@ def _load_cifar100_pickles(dataset_dir: str) -> dict[str, dict]:
                 member = tar.getmember(f"{CIFAR100_EXTRACTED}/{n}")
             except KeyError:
                 raise ValueError(f"{archive}: member {CIFAR100_EXTRACTED}/{n} missing") from None
-            out[n] = pickle.load(io.BytesIO(tar.extractfile(member).read()), encoding="bytes")
+            blob = tar.extractfile(member).read()
+            out[n] = loads_permissive(blob, source=f"{archive}:{member.name}", kind="cifar100", encoding="bytes")
     return out
 
 
@@ -89,8 +92,10 @@ def extract_cifar100(root: str) -> SplitData:
     On first use the official pickles (rows of 3072 bytes, channel-major 3x32x32) are
     written to ``cifar-100-images/{train,test}/<fine_name>/<index>.png`` (``index`` = row
     in the official array, 5 digits), then a CoOp-format index ``split_cifar100.json``,
-    then the ``.complete`` marker; later calls only read the index. An interrupted
-    extraction (no marker) is redone from scratch.
+    then the ``.complete`` marker; later calls only read the index. The folder is built in a
+    private temporary folder and renamed into place under a file lock
+    (:func:`~hyptree.utils.files.build_dir_once`): two first uses at once write it once, and
+    an interrupted extraction (no marker) is redone from scratch.
 
     Labels are the official fine-label order; ``classnames`` the fine names;
     ``hierarchy_lines`` are ``coarse/fine`` in label order (the fine->coarse map is taken
@@ -102,8 +107,9 @@ def extract_cifar100(root: str) -> SplitData:
     split_json = os.path.join(image_dir, CIFAR100_SPLIT)
     marker = os.path.join(image_dir, COMPLETE_MARKER)
     if not os.path.isfile(marker):
-        _write_cifar100_images(dataset_dir, image_dir, split_json, marker)
-    with open(marker, encoding="utf-8") as f:
+        build_dir_once(image_dir, lambda tmp: _write_cifar100_images(dataset_dir, tmp), marker=COMPLETE_MARKER)
+    info_path = os.path.join(image_dir, CIFAR100_INFO)
+    with open(info_path if os.path.isfile(info_path) else marker, encoding="utf-8") as f:
         info = json.load(f)
     splits = read_coop_split(split_json, image_dir)
     return SplitData(
@@ -116,8 +122,10 @@ def extract_cifar100(root: str) -> SplitData:
     )
 
 
-def _write_cifar100_images(dataset_dir: str, image_dir: str, split_json: str, marker: str) -> None:
+def _write_cifar100_images(dataset_dir: str, image_dir: str) -> None:
+    """Fill ``image_dir`` (a private temporary folder): PNGs, the split file, the class info."""
     from PIL import Image
+    from tqdm import tqdm
 
     data = _load_cifar100_pickles(dataset_dir)
     meta = data["meta"]
@@ -134,6 +142,8 @@ def _write_cifar100_images(dataset_dir: str, image_dir: str, split_json: str, ma
     if -1 in fine_to_coarse:
         raise ValueError("CIFAR-100: some fine classes have no images")
     splits: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
+    total = sum(len(data[s][b"fine_labels"]) for s in ("train", "test"))
+    bar = tqdm(total=total, desc=f"CIFAR-100 -> PNG ({image_dir})", unit="img", mininterval=1.0)
     for split in ("train", "test"):
         d = data[split]
         rows = np.asarray(d[b"data"], dtype=np.uint8)
@@ -145,11 +155,12 @@ def _write_cifar100_images(dataset_dir: str, image_dir: str, split_json: str, ma
         pixels = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # channel-major -> HWC
         for idx, (img, lab) in enumerate(zip(pixels, labels)):
             path = os.path.join(image_dir, split, fine_names[lab], f"{idx:05d}.png")
-            # temporary name + rename: a concurrent run never reads a half-written file
             with atomic_open(path, "wb") as f:
                 Image.fromarray(np.ascontiguousarray(img)).save(f, format="PNG")
             splits[split].append(Item(path, int(lab), fine_names[lab]))
-    write_coop_split(splits, split_json, image_dir)
+            bar.update(1)
+    bar.close()
+    write_coop_split(splits, os.path.join(image_dir, CIFAR100_SPLIT), image_dir)
     info = {
         "fine_names": fine_names,
         "coarse_names": coarse_names,
@@ -157,7 +168,7 @@ def _write_cifar100_images(dataset_dir: str, image_dir: str, split_json: str, ma
         "hierarchy_lines": [f"{coarse_names[c]}/{f}" for f, c in zip(fine_names, fine_to_coarse)],
         "counts": {s: len(splits[s]) for s in ("train", "test")},
     }
-    atomic_write_json(marker, info)
+    atomic_write_json(os.path.join(image_dir, CIFAR100_INFO), info)
 
 
 CIFAR100_HIER_DIR = "cifar-100-hierarchical"

@@ -57,6 +57,8 @@ __all__ = [
     "fewshot_sample",
     "subsample_classes",
     "plain_keys",
+    "parse_label",
+    "check_items",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -179,7 +181,7 @@ def read_coop_split(split_json: str, image_dir: str) -> dict[str, list[Item]]:
             'Expected a CoOp split json: {"train": [[relative_path, label, classname], ...], '
             '"val": [...], "test": [...]}, paths relative to ' + image_dir
         )
-    with open(split_json, encoding="utf-8") as f:
+    with open(split_json, encoding="utf-8-sig") as f:
         try:
             split = json.load(f)
         except json.JSONDecodeError as e:
@@ -196,9 +198,55 @@ def read_coop_split(split_json: str, image_dir: str) -> dict[str, list[Item]]:
                     f"{split_json}: entry {i} of '{key}' is {row!r}, expected [relative_path, label, classname]"
                 )
             rel, label, classname = row
-            items.append(Item(os.path.join(image_dir, rel), int(label), str(classname)))
+            label = parse_label(label, f"{split_json}: entry {i} of '{key}'")
+            items.append(Item(os.path.join(image_dir, rel), label, str(classname)))
         out[key] = items
     return out
+
+
+def parse_label(value, where: str) -> int:
+    """A class label: an ``int`` or a string of digits, ``>= 0``; ``ValueError`` naming
+    ``where`` otherwise (``2.7`` is not read as 2, ``-1`` is not a label)."""
+    text = value.strip() if isinstance(value, str) else None
+    if isinstance(value, bool) or not (isinstance(value, int) or (text and text.lstrip("-").isdigit())):
+        raise ValueError(f"{where}: label {value!r} is not an integer")
+    y = int(value)
+    if y < 0:
+        raise ValueError(f"{where}: label {y} is negative; labels are 0 .. number of classes - 1")
+    return y
+
+
+def check_items(splits: Mapping[str, Sequence[Item]], num_classes: int, source: str, decode: bool = False) -> None:
+    """Check split entries before any training: labels in ``0 .. num_classes - 1``, files
+    present and, with ``decode``, readable as images (PIL ``verify``, which reads every PNG
+    chunk: a truncated file fails). Errors name the file, split and ``source``; a progress
+    bar is shown for more than 2,000 files."""
+    for split, items in splits.items():
+        for i, it in enumerate(items):
+            if not 0 <= int(it.label) < num_classes:
+                raise ValueError(
+                    f"{source}: {split} entry {i} ({it.impath}) has label {it.label}, outside 0..{num_classes - 1}"
+                )
+    todo = [(split, it.impath) for split, items in splits.items() for it in items]
+    missing = [(s, p) for s, p in todo if not os.path.isfile(p)]
+    if missing:
+        s, p = missing[0]
+        raise FileNotFoundError(f"{source}: {len(missing)} image file(s) missing, e.g. {p} ({s} split)")
+    if not decode:
+        return
+    from PIL import Image
+    from tqdm import tqdm
+
+    seen = set()
+    for s, p in tqdm(todo, desc=f"checking {len(todo)} images", unit="img", disable=len(todo) <= 2000):
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with Image.open(p) as im:
+                im.verify()
+        except Exception as e:
+            raise ValueError(f"{source}: {p} ({s} split) is not a readable image ({type(e).__name__}: {e})") from None
 
 
 def write_coop_split(splits: Mapping[str, Sequence[Item]], split_json: str, image_dir: str) -> None:

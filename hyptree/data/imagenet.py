@@ -6,8 +6,9 @@ to the variant's classes.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-import pickle
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
@@ -22,8 +23,9 @@ from hyptree.data.common import (
     plain_keys,
 )
 from hyptree.tree.io import read_imagenet_meta
+from hyptree.tree.io.paths import read_text_lines
 from hyptree.tree.taxonomy import Taxonomy
-from hyptree.utils.files import atomic_write_bytes
+from hyptree.utils.files import atomic_write_json, file_lock
 
 __all__ = [
     "LAYOUTS",
@@ -66,8 +68,8 @@ $DATA/imagenet-rendition/
 """Expected layouts, quoted by "not found" errors (``hyptree.data.LAYOUTS`` holds every dataset's)."""
 
 
-IMAGENET_CACHE = "preprocessed_hyptree.pkl"
-_CACHE_VERSION = 1
+IMAGENET_CACHE = "preprocessed_hyptree.json"  # JSON, never a pickle (the data root may be writable by others)
+_CACHE_VERSION = 2
 
 
 def read_imagenet_classnames(path: str) -> OrderedDict[str, str]:
@@ -75,17 +77,16 @@ def read_imagenet_classnames(path: str) -> OrderedDict[str, str]:
     if not os.path.isfile(path):
         raise _layout_error("classnames.txt", path, LAYOUTS["imagenet"])
     out: OrderedDict[str, str] = OrderedDict()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            wnid, _, name = line.partition(" ")
-            if not name.strip():
-                raise ValueError(f"{path}:{lineno}: expected '<wnid> <class name>', got {line!r}")
-            if wnid in out:
-                raise ValueError(f"{path}:{lineno}: wnid {wnid} listed twice")
-            out[wnid] = name.strip()
+    for lineno, line in enumerate(read_text_lines(path), 1):
+        line = line.strip()
+        if not line:
+            continue
+        wnid, _, name = line.partition(" ")
+        if not name.strip():
+            raise ValueError(f"{path}:{lineno}: expected '<wnid> <class name>', got {line!r}")
+        if wnid in out:
+            raise ValueError(f"{path}:{lineno}: wnid {wnid} listed twice")
+        out[wnid] = name.strip()
     if not out:
         raise ValueError(f"{path}: no classes")
     return out
@@ -121,11 +122,25 @@ def _scan_wnid_folders(
     return [(w, list_images(os.path.join(image_dir, w))) for w in wnids]
 
 
+def _read_cache(path: str, wnids: list) -> dict | None:
+    """The cached scan, or None when absent, unreadable or for other classes (then rebuilt)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(obj, dict) or obj.get("version") != _CACHE_VERSION or obj.get("wnids") != wnids:
+        return None
+    return {k: (list(v[0]), [int(y) for y in v[1]]) for k, v in obj["rows"].items()}
+
+
 def read_imagenet(root: str, cache: bool = True) -> SplitData:
     """ImageNet in CoOp's layout; ``test`` (and ``val``, as in CoOp) is the official val set.
 
     Labels follow ``classnames.txt`` (all its classes must have train and val folders).
-    The folder scan is cached in ``$DATA/imagenet/preprocessed_hyptree.pkl`` (paths
+    The folder scan is cached in ``$DATA/imagenet/preprocessed_hyptree.json`` (JSON; paths
     relative to ``images/``, so the data root may move; rebuilt when the wnids of
     ``classnames.txt`` change, while new class names apply at once; MaPLe's own ``preprocessed.pkl`` is left alone).
     """
@@ -135,27 +150,22 @@ def read_imagenet(root: str, cache: bool = True) -> SplitData:
     wnids = list(classnames)
     names = list(classnames.values())
     cache_file = os.path.join(dataset_dir, IMAGENET_CACHE)
-    rows = None
-    if cache and os.path.isfile(cache_file):
-        with open(cache_file, "rb") as f:
-            obj = pickle.load(f)
-        if obj.get("version") == _CACHE_VERSION and obj.get("wnids") == wnids:
-            rows = obj["rows"]
+    rows = _read_cache(cache_file, wnids) if cache else None
     if rows is None:
-        rows = {}
-        for split in ("train", "val"):
-            scan = _scan_wnid_folders(os.path.join(image_dir, split), classnames, "imagenet", True)
-            rows[split] = (
-                [f"{split}/{w}/{im}" for w, ims in scan for im in ims],
-                [y for y, (_, ims) in enumerate(scan) for _ in ims],
-            )
-        if cache:
-            atomic_write_bytes(
-                cache_file,
-                pickle.dumps(
-                    {"version": _CACHE_VERSION, "wnids": wnids, "rows": rows}, protocol=pickle.HIGHEST_PROTOCOL
-                ),
-            )
+        with file_lock(cache_file) if cache else contextlib.nullcontext():
+            rows = _read_cache(cache_file, wnids) if cache else None  # another run may have written it
+            if rows is None:
+                rows = {}
+                for split in ("train", "val"):
+                    scan = _scan_wnid_folders(os.path.join(image_dir, split), classnames, "imagenet", True)
+                    rows[split] = (
+                        [f"{split}/{w}/{im}" for w, ims in scan for im in ims],
+                        [y for y, (_, ims) in enumerate(scan) for _ in ims],
+                    )
+                if cache:
+                    atomic_write_json(
+                        cache_file, {"version": _CACHE_VERSION, "wnids": wnids, "rows": rows}, indent=None
+                    )
     train, test = (
         [Item(os.path.join(image_dir, rel), y, names[y]) for rel, y in zip(*rows[split])] for split in ("train", "val")
     )

@@ -15,7 +15,9 @@
      "epoch", "model_dir", "output_dir", "taxonomy": Taxonomy.stats(),
      "taxonomy_source", "curvatures": {"text", "image", "inter"} | null, "time"}
 
-plus ``"clip"`` (the CLIP weights used) and ``"num_cuts"``.
+plus ``"clip"`` (the CLIP weights used), ``"num_cuts"``, ``"dropped_classes"`` (list of
+``{"class", "reason"}``: dataset classes left out) and, for runs with training images,
+``"num_shots_used"`` / ``"train_per_class"`` (``[fewest, most]`` images of a class).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def write_run(
     results_name: str = RESULTS_FILE,
 ) -> dict:
     """Write a run's outputs into ``output_dir`` (created if needed); returns their paths.
+    ``results.json`` is written last (the scripts' "done" marker).
 
     * ``results.json`` (``results_name``): ``record`` (NaN written as ``null``);
     * ``cuts.json``: the MTA cuts as node names (:func:`~hyptree.tree.taxonomy.save_cuts`);
@@ -74,7 +77,7 @@ def write_run(
         "cuts": os.path.join(output_dir, "cuts.json"),
         "taxonomy": os.path.join(output_dir, "taxonomy.txt"),
     }
-    atomic_write_json(paths["results"], jsonable(record), indent=1, allow_nan=False)
+    record = jsonable(record)  # fails before any file is written on a value JSON cannot hold
     save_cuts(paths["cuts"], taxonomy, list(cuts or []))
     write_paths_file(paths["taxonomy"], taxonomy)
     if embeddings is not None:
@@ -94,6 +97,8 @@ def write_run(
         )
         with atomic_open(paths["embeddings"], "wb") as f:
             np.savez(f, **arrays)
+    # last: the scripts take results.json as "this run is done", so it appears after the rest
+    atomic_write_json(paths["results"], record, indent=1, allow_nan=False)
     return paths
 
 

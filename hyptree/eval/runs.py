@@ -161,6 +161,7 @@ class Group:
     parts: dict = field(default_factory=dict)  # part name -> {seed -> Run}
     label_parts: tuple[str, ...] = ()  # folder naming the model (for the config label)
     notes: list = field(default_factory=list)
+    split_hash: str = ""  # set when its folder holds runs of several settings: this group's config_hash
 
     def representative(self) -> Run:
         if self.train:
@@ -209,10 +210,13 @@ class Group:
         if trainer in head:
             j = len(head) - 1 - head[::-1].index(trainer)
             if j < end - 1:
-                return "/".join(head[j + 1 :])
+                label = "/".join(head[j + 1 :])
+                return f"{label} [{self.split_hash}]" if self.split_hash else label
         if seed_at and end > 0:
-            return parts[end - 1]
-        return str(rec.get("preset", DASH))
+            label = parts[end - 1]
+        else:
+            label = str(rec.get("preset", DASH))
+        return f"{label} [{self.split_hash}]" if self.split_hash else label
 
 
 def _record_key(rec: dict) -> tuple[str, ...]:
@@ -251,8 +255,16 @@ def _link(run: Run, trains: list[Run]) -> Run | None:
     return best
 
 
+def _hash(run: Run) -> str:
+    return str(run.record.get("config_hash") or DASH)[:10]
+
+
 def group_runs(runs: Iterable[Run]) -> list[Group]:
-    """Groups of runs that differ only by seed, evaluations attached to their model."""
+    """Groups of runs that differ only by seed, evaluations attached to their model.
+
+    Training runs are grouped by folder (or record) *and* ``config_hash``: a folder whose
+    seeds were trained with different options gives one group per setting, each labelled
+    with its hash and a note saying the folder mixes settings - never one average."""
     runs = list(runs)
     trains = [r for r in runs if not r.is_eval]
     groups: dict[tuple, Group] = {}
@@ -263,9 +275,21 @@ def group_runs(runs: Iterable[Run]) -> list[Group]:
             groups[key] = Group(key=key, label_parts=label_parts)
         return groups[key]
 
+    hashes: dict[tuple, set] = {}
+    for run in trains:
+        hashes.setdefault(_seedless_key(run), set()).add(_hash(run))
     for run in trains:
         key = _seedless_key(run)
+        mixed = sorted(hashes[key])
+        if len(mixed) > 1:
+            key = (*key, f"config_hash={_hash(run)}")
         g = group_for(key, run.rel)
+        if len(mixed) > 1 and not g.split_hash:
+            g.split_hash = _hash(run)
+            g.notes.append(
+                f"{'/'.join(key[:-1])} mixes {len(mixed)} settings (config_hash {', '.join(mixed)}): "
+                f"only the seeds of {_hash(run)} averaged here"
+            )
         _put(g.train, run.seed, run, g.notes, "training")
         train_key[id(run)] = key
     for run in runs:
@@ -282,4 +306,9 @@ def group_runs(runs: Iterable[Run]) -> list[Group]:
                 g = group_for(_seedless_key(run), run.rel)
         slot = g.parts.setdefault(run.part, {})
         _put(slot, run.seed, run, g.notes, run.part)
+    for g in groups.values():
+        for part, slot in g.parts.items():
+            mixed = sorted({_hash(r) for r in slot.values()})
+            if len(mixed) > 1:
+                g.notes.append(f"{part} evaluations of different settings (config_hash {', '.join(mixed)})")
     return sorted(groups.values(), key=lambda g: (g.kind, g.dataset, g.trainer, g.config, g.shots, g.name))

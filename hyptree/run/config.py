@@ -30,6 +30,7 @@ from hyptree.loss.objective import CROSS_TERMS, NODE_LOSS_REDUCTIONS, PRESETS
 from hyptree.model.fusion import QK_INITS
 from hyptree.model.prompts import BACKBONES
 from hyptree.model.promptsrc import IMAGE_LOSS_WEIGHT, TEXT_LOSS_WEIGHT
+from hyptree.run.dotted import cfg_get
 from hyptree.tree.splits import SPLIT_MODES
 
 #: LR schedule granularities (``TRAINER.HYPTREE.SCHEDULE``) and per-depth accuracy definitions
@@ -245,6 +246,40 @@ def check_config(cfg: CN) -> None:
             )
     if not 0.0 <= h.CUT_RATE <= 1.0:
         raise ValueError(f"TRAINER.HYPTREE.CUT_RATE = {h.CUT_RATE}; expected a rate in [0, 1]")
+    _check_ranges(cfg)
+
+
+# ---- issue 13: value ranges checked before anything is built (one block; errors name the key)
+_REFERENCE_BLOCKS = 12  # LAYERS are block numbers of a 12-block ViT (scaled to other depths)
+
+
+def _check_ranges(cfg: CN) -> None:
+    """Numbers outside their meaningful range: a ``ValueError`` naming the key."""
+    h = cfg.TRAINER.HYPTREE
+    rules = [
+        ("TRAINER.HYPTREE.W_CUT", h.W_CUT, lambda v: v >= 0, ">= 0 (a loss weight)"),
+        ("TRAINER.HYPTREE.LAMBDA", h.LAMBDA, lambda v: v >= 0, ">= 0 (a loss weight)"),
+        ("TRAINER.HYPTREE.ALPHA", h.ALPHA, lambda v: v >= 0, ">= 0 (a loss weight)"),
+        ("TRAINER.HYPTREE.SCALE_TEXT", h.SCALE_TEXT, lambda v: v > 0, "> 0"),
+        ("TRAINER.HYPTREE.SCALE_IMAGE", h.SCALE_IMAGE, lambda v: v > 0, "> 0"),
+        ("TRAINER.HYPTREE.CONE_K", h.CONE_K, lambda v: v > 0, "> 0"),
+        ("TRAINER.HYPTREE.CURVATURE.KAPPA", h.CURVATURE.KAPPA, lambda v: v > 0, "> 0"),
+        ("TRAINER.HYPTREE.ALIGN.ANGLE.TEMPERATURE", h.ALIGN.ANGLE.TEMPERATURE, lambda v: v > 0, "> 0"),
+        ("TRAINER.HYPTREE.ALIGN.ANGLE.CENTROID_WEIGHT", h.ALIGN.ANGLE.CENTROID_WEIGHT, lambda v: v >= 0, ">= 0"),
+    ]
+    if not h.EVAL.CUTS_FILE:
+        rules.append(("TRAINER.HYPTREE.EVAL.NUM_CUTS", h.EVAL.NUM_CUTS, lambda v: v >= 1, ">= 1 (or set CUTS_FILE)"))
+    max_epoch = cfg_get(cfg, "OPTIM.MAX_EPOCH", None)
+    if max_epoch is not None:
+        rules.append(("OPTIM.MAX_EPOCH", max_epoch, lambda v: v >= 1, ">= 1"))
+    for key, value, ok, expected in rules:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            raise ValueError(f"{key} = {value!r}; expected {expected}")
+    if any(p > _REFERENCE_BLOCKS - 1 for p in h.LAYERS):
+        raise ValueError(
+            f"TRAINER.HYPTREE.LAYERS = {list(h.LAYERS)}; block numbers of a {_REFERENCE_BLOCKS}-block ViT "
+            f"(scaled to the model's depth) must be <= {_REFERENCE_BLOCKS - 1}, not clamped silently"
+        )
 
 
 def resolve_backbone(configured: str, implied: str, trainer: str) -> str:

@@ -22,7 +22,15 @@ from hyptree.tree.cutfiles import load_cuts, load_protect_cuts
 from hyptree.tree.cuts import evaluation_cuts, validate_cut
 from hyptree.tree.taxonomy import Taxonomy
 
-__all__ = ["evaluation_cuts_for", "config_hash", "run_record", "results_name", "write_evaluation", "VOLATILE_KEYS"]
+__all__ = [
+    "evaluation_cuts_for",
+    "config_hash",
+    "run_record",
+    "data_record",
+    "results_name",
+    "write_evaluation",
+    "VOLATILE_KEYS",
+]
 
 # Keys that name where a run lives or which seed it drew, not what it computes: left out
 # of ``config_hash`` by default so the seeds (and copies) of one setting share a hash.
@@ -110,8 +118,12 @@ def run_record(
     model_dir: str | None = None,
     curvatures: dict | None = None,
     num_cuts: int | None = None,
+    data: dict | None = None,
 ) -> dict:
     """The ``results.json`` record of one evaluation (schema in the module docstring).
+
+    ``data``: keys describing the data actually used (:func:`data_record`: classes dropped
+    and why, the effective shots), merged into the record.
 
     ``cfg``: the run's yacs config (Dassl keys plus ``TRAINER.HYPTREE``); ``curvatures``:
     ``{"text", "image", "inter"}`` floats or None; ``epoch``: epochs of training behind the
@@ -147,7 +159,28 @@ def run_record(
         "curvatures": curv,
         "num_cuts": num_cuts,
         "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "dropped_classes": [],
+        **(data or {}),
     }
+
+
+def data_record(hier) -> dict:
+    """What the data of a run was, for ``results.json``: ``dropped_classes`` (a list of
+    ``{"class", "reason"}``: dataset classes the hierarchy lacks, left out) and, when it
+    has training images, ``num_shots_used`` (the most training images of a class - what
+    ``NUM_SHOTS`` amounted to; a class with fewer images than asked gets them all) with
+    ``train_per_class`` ``[fewest, most]``. ``hier``: a :class:`~hyptree.data.build.HierDataset`
+    (or anything with ``dropped_classes`` / ``dropped_reason``)."""
+    reason = getattr(hier, "dropped_reason", "") or "not in the hierarchy"
+    train_labels = [it.label for it in getattr(hier, "train_x", [])]
+    out: dict = {"dropped_classes": [{"class": str(c), "reason": reason} for c in getattr(hier, "dropped_classes", [])]}
+    if train_labels:
+        counts: dict[int, int] = {}
+        for y in train_labels:
+            counts[int(y)] = counts.get(int(y), 0) + 1
+        out["num_shots_used"] = max(counts.values())
+        out["train_per_class"] = [min(counts.values()), max(counts.values())]
+    return out
 
 
 def results_name(split: str) -> str:
@@ -168,6 +201,7 @@ def write_evaluation(
     taxonomy_source: str = "",
     epoch: int | None = None,
     model_dir: str | None = None,
+    data: dict | None = None,
 ) -> dict:
     """Write one evaluation of :func:`hyptree.eval.evaluate` into ``output_dir``; returns the paths.
 
@@ -190,6 +224,7 @@ def write_evaluation(
         model_dir=model_dir,
         curvatures=curv,
         num_cuts=len(cuts),
+        data=data,
     )
     return write_run(
         output_dir, record, taxonomy, cuts, embeddings if split == "test" else None, results_name=results_name(split)

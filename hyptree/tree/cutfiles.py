@@ -127,8 +127,8 @@ def _load_cut_file(path):
             inner = [n for n in z.namelist() if n.endswith("data.pkl")]
             if not inner:
                 raise ValueError(f"{path}: zip archive without a data.pkl (not a torch.save file)")
-            return loads_permissive(z.read(inner[0]), source=path)
-    return load_pickle_file(path)
+            return loads_permissive(z.read(inner[0]), source=path, kind="cuts")
+    return load_pickle_file(path, kind="cuts")
 
 
 def _looks_like_flag_dict(obj, taxonomy) -> bool:

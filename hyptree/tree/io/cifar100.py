@@ -59,13 +59,13 @@ def read_cifar100_meta(meta_path: str, train_path: str | None = None) -> Taxonom
             train_path = sib
         else:
             raise ValueError(f"{meta_path}: the coarse->fine mapping is in the 'train' pickle; pass train_path")
-    meta = _decode_keys(load_pickle_file(meta_path), meta_path)
+    meta = _decode_keys(load_pickle_file(meta_path, kind="cifar100"), meta_path)
     for key in ("fine_label_names", "coarse_label_names"):
         if key not in meta:
             raise ValueError(f"{meta_path}: no {key!r} entry (keys: {sorted(meta)[:8]})")
     fine = _decode_names(meta["fine_label_names"], "fine_label_names", meta_path)
     coarse = _decode_names(meta["coarse_label_names"], "coarse_label_names", meta_path)
-    train = _decode_keys(load_pickle_file(train_path), train_path)
+    train = _decode_keys(load_pickle_file(train_path, kind="cifar100"), train_path)
     for key in ("fine_labels", "coarse_labels"):
         if key not in train:
             raise ValueError(f"{train_path}: no {key!r} entry (keys: {sorted(train)[:8]})")

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from hyptree.tree.io.paths import read_text_lines
 from hyptree.tree.taxonomy import Taxonomy
 
 __all__ = ["read_imagenet_meta", "read_classnames_file"]
@@ -47,17 +48,16 @@ def read_classnames_file(path: str) -> dict[str, str]:
     """CoOp's ImageNet ``classnames.txt`` (``wnid class name`` per line) -> ``{wnid: name}``,
     in file order."""
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            parts = line.split(None, 1)
-            if len(parts) != 2:
-                raise ValueError(f"{path}:{lineno}: expected 'wnid class name': {raw.rstrip()!r}")
-            if parts[0] in out:
-                raise ValueError(f"{path}:{lineno}: wnid {parts[0]!r} listed twice")
-            out[parts[0]] = parts[1].strip()
+    for lineno, raw in enumerate(read_text_lines(path), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{lineno}: expected 'wnid class name': {raw.rstrip()!r}")
+        if parts[0] in out:
+            raise ValueError(f"{path}:{lineno}: wnid {parts[0]!r} listed twice")
+        out[parts[0]] = parts[1].strip()
     return out
 
 

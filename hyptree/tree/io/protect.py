@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from hyptree.tree.io.paths import read_text_lines
 from hyptree.tree.pickles import StandIn, load_pickle_file
 from hyptree.tree.taxonomy import Taxonomy
 
@@ -110,7 +111,7 @@ def read_protect_tree(
     """
     if display not in ("protect", "plain"):
         raise ValueError(f"display must be 'protect' or 'plain', got {display!r}")
-    top = load_pickle_file(path)
+    top = load_pickle_file(path, kind="protect_tree")
     attrs = _attrs(top)
     root = _find_root(top, attrs, path)
     edges, node_ids = _walk(root, _registry(attrs), path)
@@ -230,22 +231,21 @@ def read_protect_list(
             "Expected lines 'relative/path.jpg,label,index' (ProTeCt prepro/data/<dataset>/gt_<split>.txt)"
         )
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            item = _list_item(line)
-            if item is None or not item[0]:
-                raise ValueError(
-                    f"{path}:{lineno}: expected 'image_path,label[,index]' or 'image_path label': {raw.rstrip()!r}"
-                )
-            rel, label = item
-            if num_classes is not None and not 0 <= label < num_classes:
-                raise ValueError(f"{path}:{lineno}: label {label} outside 0..{num_classes - 1}")
-            if label < 0:
-                raise ValueError(f"{path}:{lineno}: negative label {label}")
-            out.append((os.path.join(image_root, rel) if image_root is not None else rel, label))
+    for lineno, raw in enumerate(read_text_lines(path), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        item = _list_item(line)
+        if item is None or not item[0]:
+            raise ValueError(
+                f"{path}:{lineno}: expected 'image_path,label[,index]' or 'image_path label': {raw.rstrip()!r}"
+            )
+        rel, label = item
+        if num_classes is not None and not 0 <= label < num_classes:
+            raise ValueError(f"{path}:{lineno}: label {label} outside 0..{num_classes - 1}")
+        if label < 0:
+            raise ValueError(f"{path}:{lineno}: negative label {label}")
+        out.append((os.path.join(image_root, rel) if image_root is not None else rel, label))
     return out
 
 
