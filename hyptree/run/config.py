@@ -58,6 +58,9 @@ def _hyptree_defaults() -> CN:
     # 12-block ViT and scaled to other depths) plus the last block.
     h.LAYERS = [4, 7]
     h.IMAGE_TREE = True  # False: every node sees the final image feature (ablation)
+    # text pass: prompts per activation-checkpointed chunk (same gradients, memory bounded
+    # by the chunk); 0: off; -1: auto (chunks of 256 above 2048 prompts, see docs/performance.md)
+    h.TEXT_CHUNK = -1
     h.PASS_THROUGH = True  # False: raw intermediate class tokens (ablation)
     # Loss weights: J = W_CUT * L_cut + LAMBDA * L_node + ALPHA * (J_Tent + J_Vent + J_ent)
     h.W_CUT = 1.0
@@ -200,6 +203,8 @@ def check_config(cfg: CN) -> None:
         raise ValueError(f"TRAINER.HYPTREE.CURVATURE.C0 must be > 0, got {h.CURVATURE.C0}")
     if list(h.LAYERS) != sorted(set(h.LAYERS)) or any(p < 1 for p in h.LAYERS):
         raise ValueError(f"TRAINER.HYPTREE.LAYERS = {list(h.LAYERS)}; expected strictly increasing block numbers >= 1")
+    if h.TEXT_CHUNK < -1:
+        raise ValueError(f"TRAINER.HYPTREE.TEXT_CHUNK = {h.TEXT_CHUNK}; expected -1 (auto), 0 (off) or a chunk size")
     if not 0.0 <= h.CUT_RATE <= 1.0:
         raise ValueError(f"TRAINER.HYPTREE.CUT_RATE = {h.CUT_RATE}; expected a rate in [0, 1]")
 

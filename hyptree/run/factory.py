@@ -78,6 +78,7 @@ def build_model(cfg, clip_model, taxonomy: Taxonomy) -> HierarchicalCLIP:
         settings=objective_settings(cfg),
         curvature=curvature_options(cfg),
         seed=max(int(cfg.SEED), 0),
+        text_chunk="auto" if h.TEXT_CHUNK == -1 else int(h.TEXT_CHUNK),
     )
 
 
