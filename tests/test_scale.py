@@ -210,3 +210,18 @@ def test_text_chunk_key_reaches_the_model_and_auto_is_safe():
     cfg.TRAINER.HYPTREE.TEXT_CHUNK = -2
     with pytest.raises(ValueError, match="TRAINER.HYPTREE.TEXT_CHUNK"):
         check_config(cfg)
+
+
+def test_scale_bench_core_runs_on_tiny_shapes():
+    import argparse
+
+    from bench import scale
+
+    tax = scale.realistic_tree(40)
+    assert tax.num_nodes == 40 and tax.height <= 7
+    words = [len(n.split()) for n in tax.display_names[1:]]
+    assert min(words) >= 1 and max(words) >= 3  # multi-word names, not one-token stand-ins
+    args = argparse.Namespace(shape="tiny", device="cpu", precision="fp32", batch=2, rounds=1, chunk=8)
+    rows, values = scale.run(args, [20, 40], memory=False)
+    assert len(rows) == 2 * 2 * 3 and values["time_ratio_N40_c8"] > 0 and values["eval_ratio_N20"] > 0
+    assert set(scale.growth(rows, 4)) == {(p, c) for p in scale.PRESETS for c in (0, 8)}
