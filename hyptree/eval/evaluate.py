@@ -97,10 +97,12 @@ def evaluate(
             images = images.to(device)
             labels = torch.as_tensor(labels).to(device).long()
             final, tokens = model.image_features(images, prompts)
-            node_image = model.node_image_features(text, final, tokens)  # (B, N, D) or (B, D)
-            scores = model.scores(text, node_image)
+            scores, weights = model.node_scores_from(text, final, tokens)  # no (B, N, D) tensor
             meter.update(scores, labels)
-            _accumulate(image_sum, counts, F.normalize(node_image.float(), dim=-1), paths_t[labels], mask_t[labels])
+            paths_b = paths_t[labels]
+            nodes = torch.cat([torch.zeros_like(paths_b[:, :1]), paths_b], dim=1)  # root + path
+            node_image = model.node_image_features(text, final, tokens, nodes, weights)  # (B, 1+H, D) or (B, D)
+            _accumulate(image_sum, counts, F.normalize(node_image.float(), dim=-1), paths_b, mask_t[labels])
     finally:
         if swap:
             model.set_taxonomy(previous)
@@ -130,12 +132,13 @@ def _embeddings(model, taxonomy, text, image_sum, counts) -> dict:
 def _accumulate(image_sum, counts, feats, paths, mask):
     """Add each sample's feature to the sums of the nodes on its path (and the root).
 
-    feats ``(B, N, D)`` per node or ``(B, D)`` shared by all nodes; paths/mask ``(B, H)``.
+    feats ``(B, 1 + H, D)`` of the root and each path node, or ``(B, D)`` shared by all
+    nodes; paths/mask ``(B, H)``.
     """
     b, h = paths.shape
     rows = torch.arange(b, device=paths.device).unsqueeze(1).expand(b, h)[mask]  # (P,)
     nodes = paths[mask]  # (P,)
-    picked = feats[rows, nodes] if feats.dim() == 3 else feats[rows]  # (P, D)
+    picked = feats[:, 1:][mask] if feats.dim() == 3 else feats[rows]  # (P, D)
     root = feats[:, 0] if feats.dim() == 3 else feats  # (B, D)
     image_sum.index_add_(0, nodes, picked.double())
     image_sum[0] += root.double().sum(0)

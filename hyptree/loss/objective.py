@@ -184,12 +184,15 @@ class HierarchicalObjective(nn.Module):
         labels: torch.Tensor,
         text_feats: torch.Tensor | None = None,
         image_feats: torch.Tensor | None = None,
+        image_paths: bool = False,
     ) -> dict:
         """scores ``(B, num_nodes)`` (scaled logits), labels ``(B,)`` class ids.
 
         text_feats ``(num_nodes, D)``: node text features; image_feats ``(B, num_nodes, D)``
         (image tree) or ``(B, D)`` (one feature for every node). Both are needed only by
-        the ``hyptree`` preset. Returns a dict with ``total`` and every term.
+        the ``hyptree`` preset. ``image_paths=True``: ``image_feats`` is ``(B, H, D)``, the
+        features of each sample's path nodes :meth:`path_nodes` already (the model computes
+        ``v_n`` for those nodes only). Returns a dict with ``total`` and every term.
         """
         s = self.settings
         out = {}
@@ -205,13 +208,17 @@ class HierarchicalObjective(nn.Module):
         if s.preset == "hyptree":
             if text_feats is None or image_feats is None:
                 raise ValueError("the hyptree preset needs text_feats and image_feats")
-            out.update(self.alignment(labels, text_feats, image_feats))
+            out.update(self.alignment(labels, text_feats, image_feats, image_paths))
             # no image tree: no image_ent term (see alignment)
             total = total + s.alpha * sum(out[k] for k in ("text_ent", "image_ent", "cross") if k in out)
         out["total"] = total
         return out
 
-    def alignment(self, labels, text_feats, image_feats) -> dict:
+    def path_nodes(self, labels: torch.Tensor) -> torch.Tensor:
+        """``(B, H)`` node ids of each sample's root-excluded path (padding entries: 0)."""
+        return self._paths.to(labels.device)[labels]
+
+    def alignment(self, labels, text_feats, image_feats, image_paths=False) -> dict:
         """J_Tent, J_Vent and the cross term, plus the curvatures used (for logging).
 
         Without an image tree (``image_feats (B, D)``) every path node has the same image
@@ -236,7 +243,13 @@ class HierarchicalObjective(nn.Module):
         # Hyperbolic coordinates are kept in fp32 at least (DESIGN section 2).
         dtype = torch.promote_types(text_feats.dtype, torch.float32)
         t = F.normalize(gather_paths(text_feats.to(dtype), paths), dim=-1) * s.scale_text
-        if image_feats.dim() == 2:
+        if image_paths:
+            if tuple(image_feats.shape[:2]) != tuple(paths.shape):
+                raise ValueError(
+                    f"path image features must be {tuple(paths.shape)} x D, got {tuple(image_feats.shape)}"
+                )
+            v = image_feats.to(dtype)
+        elif image_feats.dim() == 2:
             v = image_feats.to(dtype).unsqueeze(1).expand(-1, paths.shape[1], -1)
         else:
             v = gather_paths(image_feats.to(dtype), paths)

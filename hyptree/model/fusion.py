@@ -89,8 +89,68 @@ class TextGuidedSelection(nn.Module):
         # half precision softmax loses the small weights: do it in float32 at least
         return torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1)
 
+    def values(self, layer_tokens, dtype=None):
+        """The mixed vectors ``h'_j``: ``layer_tokens (B, M, D)`` through the value projection.
+
+        The value projection is ``self.v_proj`` (an ``nn.Linear``) when the module has one,
+        otherwise the frozen identity. It is affine, so it commutes with the convex mix
+        (``sum_j a_nj = 1``): ``V(sum_j a_nj h_j) = sum_j a_nj V(h_j)``; applying it to the
+        ``M`` tokens once is exact and cheaper than to every node's mix.
+        """
+        dtype = dtype or layer_tokens.dtype
+        proj = getattr(self, "v_proj", None)
+        tokens = layer_tokens.to(dtype)
+        if proj is None:
+            return tokens
+        bias = proj.bias.to(dtype) if proj.bias is not None else None
+        return F.linear(tokens, proj.weight.to(dtype), bias)
+
+    def mix(self, weights, layer_tokens, nodes=None):
+        """Per-node features ``v_n = sum_j a_nj h'_j`` ``(B, K, D)`` for some nodes only.
+
+        Args:
+            weights: ``(B, N, M)`` from :meth:`attention`.
+            layer_tokens: ``(B, M, D)``.
+            nodes: ``None`` (all ``N``) or ``(B, K)`` node ids per sample (e.g. each
+                sample's path), or ``(K,)`` shared by the batch.
+        """
+        if nodes is not None:
+            if nodes.dim() == 1:
+                weights = weights.index_select(1, nodes)
+            else:
+                weights = torch.gather(weights, 1, nodes.unsqueeze(-1).expand(-1, -1, weights.shape[-1]))
+        return (weights @ self.values(layer_tokens, weights.dtype)).to(layer_tokens.dtype)
+
+    def cosines(self, text, layer_tokens, weights=None, eps=1e-12):
+        """``cos(v_n, t_n)`` ``(B, N)`` without forming the ``(B, N, D)`` features ``v_n``.
+
+        With ``h'_j`` the value-projected tokens and ``u_n = t_n / |t_n|``::
+
+            v_n . u_n = sum_j a_nj (h'_j . u_n),   |v_n|^2 = sum_jk a_nj a_nk (h'_j . h'_k)
+
+        so only ``(B, N, M)`` and ``(B, M, M)`` tensors are formed. Equal (values and
+        gradients) to ``F.normalize(v) . F.normalize(t)`` of :meth:`forward`'s ``v``, with
+        the same ``eps`` guard on both norms.
+
+        Args:
+            text: ``(N, D)`` text node features; layer_tokens: ``(B, M, D)``.
+            weights: ``(B, N, M)`` from :meth:`attention`, when already computed.
+        """
+        if weights is None:
+            weights = self.attention(text, layer_tokens)
+        dtype = weights.dtype
+        h = self.values(layer_tokens, dtype)  # (B, M, D)
+        unit = F.normalize(text.to(dtype), dim=-1, eps=eps)  # (N, D)
+        dots = (h @ unit.t()).transpose(1, 2)  # (B, N, M): h'_j . u_n
+        along = (weights * dots).sum(-1)  # (B, N): v_n . u_n
+        gram = h @ h.transpose(1, 2)  # (B, M, M)
+        square = ((weights @ gram) * weights).sum(-1)  # (B, N): |v_n|^2
+        norm = square.clamp_min(eps * eps).sqrt()  # = max(|v_n|, eps), zero gradient below
+        return along / norm
+
     def forward(self, text, layer_tokens, return_weights=False):
-        """Selected image features ``(B, N, D)`` in ``layer_tokens``' dtype.
+        """Selected image features ``(B, N, D)`` in ``layer_tokens``' dtype (materialised:
+        for inspection and tests; scores use :meth:`cosines`, path terms :meth:`mix`).
 
         Args:
             text: ``(N, D)`` text node features (queries).
@@ -98,11 +158,5 @@ class TextGuidedSelection(nn.Module):
             return_weights: also return the ``(B, N, M)`` weights.
         """
         weights = self.attention(text, layer_tokens)
-        values = layer_tokens if self.v_proj is None else self._values(layer_tokens, weights.dtype)
-        mixed = (weights @ values.to(weights.dtype)).to(layer_tokens.dtype)  # (B, N, D)
+        mixed = self.mix(weights, layer_tokens)  # (B, N, D)
         return (mixed, weights) if return_weights else mixed
-
-    def _values(self, layer_tokens, dtype):
-        """``v_proj`` of the layer tokens, computed in ``dtype`` (at least the tokens')."""
-        dtype = torch.promote_types(torch.promote_types(dtype, layer_tokens.dtype), self.v_proj.weight.dtype)
-        return F.linear(layer_tokens.to(dtype), self.v_proj.weight.to(dtype), self.v_proj.bias.to(dtype))

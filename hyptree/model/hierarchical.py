@@ -31,6 +31,12 @@ from hyptree.model.prompts import build_prompt_learner
 from hyptree.model.towers import TextTower, VisionTower, scale_layers
 from hyptree.tree.taxonomy import Taxonomy
 
+#: ``text_chunk="auto"``: checkpoint the text pass in chunks of this many prompts when it
+#: encodes more than ``AUTO_CHUNK_ABOVE`` (peak text memory then stays that of ~256 prompts
+#: for one extra text forward in backward; below, the plain pass is kept: it is faster).
+AUTO_CHUNK = 256
+AUTO_CHUNK_ABOVE = 2048
+
 
 class HierarchicalCLIP(nn.Module):
     """A prompt-learning CLIP scoring every node of a taxonomy.
@@ -47,8 +53,14 @@ class HierarchicalCLIP(nn.Module):
         image_tree: ``False`` uses the final image feature for every node (ablation).
         pass_through: ``False`` takes raw intermediate class tokens (ablation).
         settings: the objective's weights (``ObjectiveSettings``).
+<<<<<<< HEAD
         curvature: keyword options of ``Curvatures`` (mode, c0, learn, kappa, inits).
         fusion: keyword options of ``TextGuidedSelection`` (learn_value, qk_init).
+=======
+        curvature: keyword options of ``Curvatures`` (mode, c0, learn, kappa).
+        text_chunk: prompts per checkpointed chunk of the text pass (0: one call per length
+            group; ``"auto"``: chunks of ``AUTO_CHUNK`` above ``AUTO_CHUNK_ABOVE`` prompts).
+>>>>>>> i16
     """
 
     def __init__(
@@ -64,7 +76,11 @@ class HierarchicalCLIP(nn.Module):
         settings: ObjectiveSettings | None = None,
         curvature: dict | None = None,
         seed: int = 0,
+<<<<<<< HEAD
         fusion: dict | None = None,
+=======
+        text_chunk: int | str = 0,
+>>>>>>> i16
     ):
         super().__init__()
         settings = settings or ObjectiveSettings(preset=preset)
@@ -90,6 +106,9 @@ class HierarchicalCLIP(nn.Module):
         self.objective = HierarchicalObjective(taxonomy, settings, curvatures, seed=seed)
         self.taxonomy = taxonomy
         self._classes = {}  # device -> (C,) name index of each leaf, for extra_losses
+        if text_chunk != "auto" and (isinstance(text_chunk, bool) or int(text_chunk) < 0):
+            raise ValueError(f"text_chunk must be an int >= 0 or 'auto', got {text_chunk!r}")
+        self.text_chunk = text_chunk
 
     # ------------------------------------------------------------------ taxonomy
     @staticmethod
@@ -111,11 +130,29 @@ class HierarchicalCLIP(nn.Module):
         return self._classes[device]
 
     # ------------------------------------------------------------------ towers
-    def text_features(self, prompts=None) -> torch.Tensor:
-        """``(num_nodes, D)`` float32 node text features (row 0, the root, is zero)."""
+    def text_features(self, prompts=None, nodes=None) -> torch.Tensor:
+        """``(num_nodes, D)`` float32 node text features (row 0, the root, is zero).
+
+        ``nodes``: encode only these node ids (a ``(K,)`` long tensor, root excluded); the
+        other rows stay zero. The text pass groups prompts by length (no padding past a
+        prompt's own EOT) and, with ``text_chunk``, is memory-bounded (see ``TextTower``).
+        """
         p = self.prompt_learner() if prompts is None else prompts
-        feats = self.text_tower(p.token_embeds, p.tokens, deep_prompts=p.text_deep).float()
-        return torch.cat([feats.new_zeros(1, feats.shape[1]), feats])
+        embeds, tokens = p.token_embeds, p.tokens
+        if nodes is not None:
+            rows = nodes.to(tokens.device) - 1
+            embeds, tokens = embeds.index_select(0, rows), tokens.index_select(0, rows)
+        feats = self.text_tower(embeds, tokens, deep_prompts=p.text_deep, chunk=self._text_chunk(len(tokens))).float()
+        if nodes is None:
+            return torch.cat([feats.new_zeros(1, feats.shape[1]), feats])
+        full = feats.new_zeros(self.taxonomy.num_nodes, feats.shape[1])
+        return full.index_copy(0, nodes.to(feats.device), feats)
+
+    def _text_chunk(self, count: int) -> int:
+        """Prompts per checkpointed chunk for a pass over ``count`` prompts (0: off)."""
+        if self.text_chunk == "auto":
+            return AUTO_CHUNK if count > AUTO_CHUNK_ABOVE else 0
+        return int(self.text_chunk)
 
     def image_features(self, images: torch.Tensor, prompts=None):
         """One vision-tower pass: final ``(B, D)`` and layer tokens ``(B, m+1, D)`` or None."""
@@ -129,11 +166,19 @@ class HierarchicalCLIP(nn.Module):
         )
         return final.float(), (tokens.float() if tokens is not None else None)
 
-    def node_image_features(self, text: torch.Tensor, final: torch.Tensor, tokens) -> torch.Tensor:
-        """``(B, num_nodes, D)`` per-node image features (image tree) or ``(B, D)``."""
+    def node_image_features(self, text: torch.Tensor, final: torch.Tensor, tokens, nodes=None, weights=None):
+        """Per-node image features ``(B, K, D)`` (image tree) or the shared ``(B, D)``.
+
+        ``nodes``: ``None`` for all ``num_nodes`` (``K = N``, materialised: inspection and
+        tests only), or ``(B, K)`` / ``(K,)`` node ids, e.g. each sample's path: the terms
+        that need ``v_n`` use those only. ``weights``: the ``(B, N, M)`` selection weights
+        when already computed (:meth:`node_scores_from` returns them).
+        """
         if self.fusion is None:
             return final
-        return self.fusion(text, tokens)
+        if weights is None:
+            weights = self.fusion.attention(text, tokens)
+        return self.fusion.mix(weights, tokens, nodes)
 
     def scores(self, text: torch.Tensor, node_image: torch.Tensor) -> torch.Tensor:
         """``(B, num_nodes)`` = exp(logit_scale) * cos(image feature of node n, t_n)."""
@@ -143,6 +188,19 @@ class HierarchicalCLIP(nn.Module):
         if v.dim() == 2:
             return scale * v @ t.t()
         return scale * (v * t.unsqueeze(0)).sum(-1)
+
+    def node_scores_from(self, text: torch.Tensor, final: torch.Tensor, tokens):
+        """``(scores (B, num_nodes), weights)`` from the towers' outputs, factorised.
+
+        Equal to ``scores(text, node_image_features(text, final, tokens))`` without the
+        ``(B, N, D)`` tensor (``TextGuidedSelection.cosines``); ``weights`` ``(B, N, M)``
+        (``None`` without the image tree) serve :meth:`node_image_features` for a few nodes.
+        """
+        if self.fusion is None:
+            return self.scores(text, final), None
+        weights = self.fusion.attention(text, tokens)
+        scale = self.clip.logit_scale.exp().float()
+        return scale * self.fusion.cosines(text, tokens, weights).float(), weights
 
     @torch.no_grad()
     def precompute_text(self) -> torch.Tensor:
@@ -155,17 +213,26 @@ class HierarchicalCLIP(nn.Module):
         if text is None:
             text = self.text_features(prompts)
         final, tokens = self.image_features(images, prompts)
-        return self.scores(text, self.node_image_features(text, final, tokens))
+        return self.node_scores_from(text, final, tokens)[0]
 
     # ------------------------------------------------------------------ training
+    def _scored_nodes(self, device):
+        """Node ids the training loss reads text for: the leaves for ``vanilla`` (unless the
+        prompt learner's own terms read every name's text), else ``None`` (all)."""
+        if self.preset != "vanilla" or self.prompt_learner.extra_losses_read_all_text:
+            return None
+        return self._class_rows(device) + 1
+
     def loss(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         """The total loss (differentiable ``"total"``) and each term, from one image pass."""
         prompts = self.prompt_learner()
-        text = self.text_features(prompts)
+        text = self.text_features(prompts, nodes=self._scored_nodes(labels.device))
         final, tokens = self.image_features(images, prompts)
-        node_image = self.node_image_features(text, final, tokens)
-        scores = self.scores(text, node_image)
-        out = self.objective(scores, labels, text_feats=text, image_feats=node_image)
+        scores, weights = self.node_scores_from(text, final, tokens)
+        path_image = None
+        if self.preset == "hyptree":
+            path_image = self.node_image_features(text, final, tokens, self.objective.path_nodes(labels), weights)
+        out = self.objective(scores, labels, text_feats=text, image_feats=path_image, image_paths=weights is not None)
         # the root (row/column 0) has no prompt: the learner sees its names' rows only
         extra = self.prompt_learner.extra_losses(
             images, text[1:], final, scores[:, 1:], self._class_rows(scores.device)

@@ -91,6 +91,9 @@ class PromptLearner(nn.Module):
     """
 
     default_n_ctx = 16
+    #: whether :meth:`extra_losses` reads the text features of every name (not only the
+    #: classes'): a vanilla model then encodes every name in training, not only the leaves
+    extra_losses_read_all_text = False
 
     def __init__(self, clip_model, names, n_ctx=None, ctx_init="", truncate=True):
         super().__init__()
@@ -254,6 +257,7 @@ class PromptSRCPromptLearner(PromptLearner):
     """
 
     default_n_ctx = 4
+    extra_losses_read_all_text = True  # the text self-regulation averages over every name
 
     def __init__(
         self,

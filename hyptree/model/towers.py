@@ -21,9 +21,11 @@ a causal ``attn_mask``.
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["scale_layers", "TextTower", "VisionTower"]
 
@@ -136,7 +138,7 @@ class TextTower(nn.Module):
     def dtype(self):
         return self.clip_model.text_projection.dtype
 
-    def forward(self, token_embeds, tokens, deep_prompts=None, truncate=True):
+    def forward(self, token_embeds, tokens, deep_prompts=None, truncate=True, chunk=0):
         """Text features for prompts given as token embeddings.
 
         Args:
@@ -147,14 +149,21 @@ class TextTower(nn.Module):
                 positions ``1..n_j`` (right after SOS) of the input of block ``j``
                 (0-based, ``j = 1..len``), as MaPLe and PromptSRC do. Blocks past the list
                 are untouched.
-            truncate: drop positions after the batch's last EOT before the transformer.
-                Exact because the mask is causal; skipped when it is not.
+            truncate: run each prompt only up to its own EOT: the prompts are grouped by
+                length and each group is one transformer call over ``EOT + 1`` positions,
+                so no prompt pays for the longest name's padding. Exact because the mask
+                is causal (positions after a prompt's EOT never reach it); skipped (one
+                call over all ``L`` positions) when it is not.
+            chunk: ``> 0`` runs each group in chunks of at most ``chunk`` prompts, each
+                under activation checkpointing when gradients are recorded (its
+                activations are recomputed in backward instead of kept): memory for
+                backward then grows with the chunk, not with ``N``. Same features and
+                gradients as ``chunk=0``.
 
         Returns:
             ``(N, D)`` unnormalised text features in the tower's dtype.
         """
         self.calls += 1
-        model = self.clip_model
         if token_embeds.dim() != 3 or token_embeds.shape[-1] != self.width:
             raise ValueError(f"token_embeds must be (N, L, {self.width}), got {tuple(token_embeds.shape)}")
         count, length = token_embeds.shape[:2]
@@ -164,6 +173,8 @@ class TextTower(nn.Module):
             raise ValueError(f"sequence length {length} exceeds the context length {self.context_length}")
         if length < self.context_length and not self.causal:
             raise ValueError("shortened sequences need a causal text attention mask")
+        if int(chunk) < 0:
+            raise ValueError(f"chunk must be >= 0 (0 = one call per length group), got {chunk}")
         deep_prompts = list(deep_prompts or [])
         if len(deep_prompts) > self.num_layers - 1:
             raise ValueError(
@@ -171,7 +182,8 @@ class TextTower(nn.Module):
                 f"(at most {self.num_layers - 1}: block 0 takes the shallow context)"
             )
         eot = tokens.argmax(dim=-1)
-        first_eot, last_eot = (int(v) for v in torch.stack([eot.min(), eot.max()]).tolist())
+        eot_host = eot.cpu().numpy()  # the one device-to-host copy of the call
+        first_eot = int(eot_host.min())
         for j, prompt in enumerate(deep_prompts, start=1):
             _check_prompt(prompt, self.width, f"deep text prompt {j}")
             if 1 + prompt.shape[0] > first_eot:
@@ -179,9 +191,37 @@ class TextTower(nn.Module):
                     f"deep text prompt {j} has {prompt.shape[0]} tokens and would "
                     f"overwrite an EOT token at position {first_eot}"
                 )
-        if truncate and self.causal:
-            length = last_eot + 1
-            token_embeds = token_embeds[:, :length]
+        grouped = truncate and self.causal
+        groups = _length_groups(eot_host) if grouped else [(length, None)]
+        step = int(chunk) or count
+        keep = torch.is_grad_enabled() and (token_embeds.requires_grad or any(p.requires_grad for p in deep_prompts))
+        checkpointed = bool(chunk) and keep
+        pieces, order = [], []
+        for size, rows in groups:
+            if rows is None:
+                embeds, ends = token_embeds[:, :size], eot
+            else:
+                index = torch.from_numpy(rows).to(token_embeds.device)
+                embeds, ends = token_embeds.index_select(0, index)[:, :size], eot.index_select(0, index)
+                order.append(index)
+            for start in range(0, embeds.shape[0], step):
+                args = (embeds[start : start + step], ends[start : start + step], *deep_prompts)
+                if checkpointed:
+                    pieces.append(checkpoint(self._encode, *args, use_reentrant=False))
+                else:
+                    pieces.append(self._encode(*args))
+        feats = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        if len(order) > 1:  # back to the input order
+            order = torch.cat(order)
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(count, device=order.device)
+            feats = feats.index_select(0, inverse)
+        return feats
+
+    def _encode(self, token_embeds, eot, *deep_prompts):
+        """The transformer over ``token_embeds (n, L, W)`` (all ``L`` positions), EOT rows out."""
+        model = self.clip_model
+        count, length = token_embeds.shape[:2]
         dtype = self.dtype
         x = token_embeds.to(dtype) + model.positional_embedding[:length].to(dtype)
         x = x.permute(1, 0, 2)  # (L, N, W)
@@ -194,6 +234,16 @@ class TextTower(nn.Module):
         x = x[eot, torch.arange(count, device=x.device)]  # (N, W): the EOT token of each prompt
         x = model.ln_final(x).to(dtype)
         return x @ model.text_projection
+
+
+def _length_groups(eot):
+    """``[(length, rows)]``: the prompts of each length ``EOT + 1``, shortest first; ``rows``
+    is an int64 numpy index, or ``None`` when every prompt has the same length."""
+    lengths = eot.astype(np.int64) + 1
+    sizes = np.unique(lengths)
+    if len(sizes) == 1:
+        return [(int(sizes[0]), None)]
+    return [(int(size), np.flatnonzero(lengths == size)) for size in sizes]
 
 
 class VisionTower(nn.Module):

@@ -70,6 +70,9 @@ def _hyptree_defaults() -> CN:
     # and 12th block, the official selection.
     h.LAYERS = [4, 7, 11]
     h.IMAGE_TREE = True  # False: every node sees the final image feature (ablation)
+    # text pass: prompts per activation-checkpointed chunk (same gradients, memory bounded
+    # by the chunk); 0: off; -1: auto (chunks of 256 above 2048 prompts, see docs/performance.md)
+    h.TEXT_CHUNK = -1
     h.PASS_THROUGH = True  # False: raw intermediate class tokens (ablation)
     # Loss weights: J = W_CUT * L_cut + LAMBDA * L_node + ALPHA * (J_Tent + J_Vent + J_ent)
     h.W_CUT = 1.0
@@ -244,6 +247,8 @@ def check_config(cfg: CN) -> None:
                 f"TRAINER.HYPTREE.CURVATURE.{key} = {c[key]}; expected 0 (= C0) or a value in "
                 f"[C0/10, 10*C0] = [{c.C0 / 10:g}, {10 * c.C0:g}]"
             )
+    if h.TEXT_CHUNK < -1:
+        raise ValueError(f"TRAINER.HYPTREE.TEXT_CHUNK = {h.TEXT_CHUNK}; expected -1 (auto), 0 (off) or a chunk size")
     if not 0.0 <= h.CUT_RATE <= 1.0:
         raise ValueError(f"TRAINER.HYPTREE.CUT_RATE = {h.CUT_RATE}; expected a rate in [0, 1]")
     _check_ranges(cfg)

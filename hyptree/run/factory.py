@@ -92,6 +92,7 @@ def build_model(cfg, clip_model, taxonomy: Taxonomy) -> HierarchicalCLIP:
         curvature=curvature_options(cfg),
         seed=max(int(cfg.SEED), 0),
         fusion=fusion_options(cfg),
+        text_chunk="auto" if h.TEXT_CHUNK == -1 else int(h.TEXT_CHUNK),
     )
 
 
