@@ -53,14 +53,10 @@ class HierarchicalCLIP(nn.Module):
         image_tree: ``False`` uses the final image feature for every node (ablation).
         pass_through: ``False`` takes raw intermediate class tokens (ablation).
         settings: the objective's weights (``ObjectiveSettings``).
-<<<<<<< HEAD
         curvature: keyword options of ``Curvatures`` (mode, c0, learn, kappa, inits).
         fusion: keyword options of ``TextGuidedSelection`` (learn_value, qk_init).
-=======
-        curvature: keyword options of ``Curvatures`` (mode, c0, learn, kappa).
         text_chunk: prompts per checkpointed chunk of the text pass (0: one call per length
             group; ``"auto"``: chunks of ``AUTO_CHUNK`` above ``AUTO_CHUNK_ABOVE`` prompts).
->>>>>>> i16
     """
 
     def __init__(
@@ -76,11 +72,8 @@ class HierarchicalCLIP(nn.Module):
         settings: ObjectiveSettings | None = None,
         curvature: dict | None = None,
         seed: int = 0,
-<<<<<<< HEAD
         fusion: dict | None = None,
-=======
         text_chunk: int | str = 0,
->>>>>>> i16
     ):
         super().__init__()
         settings = settings or ObjectiveSettings(preset=preset)
