@@ -12,7 +12,7 @@ import sys
 # command -> (module, function, one-line help)
 COMMANDS = {
     "taxonomy": ("hyptree.tree.cli", "main", "show / stats / convert a taxonomy source"),
-    "results": ("hyptree.eval.tables", "main", "collect run folders into mean +- std tables"),
+    "results": ("hyptree.eval.results", "main", "collect run folders into mean +- std tables"),
     "clip": ("hyptree.model.loading", "main", "make-tiny: write a random tiny CLIP"),
     "protocols": ("hyptree.run.protocols", "main", "helpers of scripts/hyptree/*.sh"),
     "maple": ("hyptree.run.maple_patch", "main", "install HypTree into a MaPLe / PromptSRC checkout"),

@@ -408,7 +408,7 @@ def test_paper_results_ship_with_the_package():
 def test_results_paper_flag(tmp_path, capsys):
     import fixtures_runs as runs
 
-    from hyptree.eval import tables
+    from hyptree.eval import results as tables
 
     run = (
         tmp_path

@@ -185,11 +185,12 @@ def test_decode_against_loops():
 def test_results_table_metric_selection(tmp_path, capsys):
     import fixtures_runs as F
 
+    from hyptree.eval import results as RS
     from hyptree.eval import tables as R
 
-    assert R.select_metrics(["default"]) == list(R.METRICS)
-    assert R.select_metrics(["la", "hF1", "severity", "LA"]) == ["LA", "hF1", "severity"]
-    assert R.select_metrics(["all"]) == list(R.METRICS) + [m for m in KEYS if m != "num_mistakes"]
+    assert RS.select_metrics(["default"]) == list(R.METRICS)
+    assert RS.select_metrics(["la", "hF1", "severity", "LA"]) == ["LA", "hF1", "severity"]
+    assert RS.select_metrics(["all"]) == list(R.METRICS) + [m for m in KEYS if m != "num_mistakes"]
     t = Taxonomy.from_paths(["A/a1", "A/a2", "B/C/c1", "B/C/c2", "B/b1", "e"])
     rng = np.random.default_rng(0)
     m = hierarchical_metrics(t, rng.normal(size=(40, t.num_nodes)), rng.integers(0, 6, 40))
@@ -197,9 +198,9 @@ def test_results_table_metric_selection(tmp_path, capsys):
     root = tmp_path / "out" / "fewshot" / "toy" / "shots_4" / "MaPLeHypTree" / "hyptree"
     for seed, sev in ((1, 1.5), (2, 2.5)):
         F.write_results(root / f"seed{seed}", seed=seed, metrics={"LA": 50.0, "severity": sev, "hF1": 70.0 + seed})
-    assert R.main([str(tmp_path / "out"), "--metrics", "LA", "severity", "hF1"]) == 0
+    assert RS.main([str(tmp_path / "out"), "--metrics", "LA", "severity", "hF1"]) == 0
     out = capsys.readouterr().out
     assert "| LA | severity | hF1 |" in out and "| 50.00 ± 0.00 | 2.00 ± 0.50 | 71.50 ± 0.50 |" in out
     with pytest.raises(SystemExit):
-        R.main([str(tmp_path / "out"), "--metrics", "LA", "sevrity"])
+        RS.main([str(tmp_path / "out"), "--metrics", "LA", "sevrity"])
     assert "unknown metric 'sevrity'" in capsys.readouterr().err

@@ -363,7 +363,7 @@ def test_bad_test_image_found_before_training(tmp_path):
         ("TRAINER.HYPTREE.LAMBDA", -0.5, "TRAINER.HYPTREE.LAMBDA = -0.5"),
         ("TRAINER.HYPTREE.EVAL.NUM_CUTS", 0, "TRAINER.HYPTREE.EVAL.NUM_CUTS = 0; expected >= 1"),
         ("TRAINER.HYPTREE.CURVATURE.KAPPA", 0.0, "TRAINER.HYPTREE.CURVATURE.KAPPA = 0.0; expected > 0"),
-        ("TRAINER.HYPTREE.LAYERS", [40], r"TRAINER.HYPTREE.LAYERS = \[40\]; .*<= 11, not clamped"),
+        ("TRAINER.HYPTREE.LAYERS", [40], r"TRAINER.HYPTREE.LAYERS = \[40\]; .*ending with the final block 11"),
     ],
 )
 def test_config_values_checked_with_the_key(key, value, needle):

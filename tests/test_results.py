@@ -8,6 +8,7 @@ import fixtures_runs as F
 import numpy as np
 import pytest
 
+from hyptree.eval import results as RS
 from hyptree.eval import runs as RN
 from hyptree.eval import tables as R
 
@@ -293,7 +294,7 @@ def test_missing_metric_shows_dash(tmp_path):
 def test_csv_long_format_and_markdown(tmp_path):
     _b2n(tmp_path / "out")
     tables = R.collect(str(tmp_path / "out"), metrics=["LA"])
-    R.write_csv(tables, str(tmp_path / "t.csv"))
+    RS.write_csv(tables, str(tmp_path / "t.csv"))
     rows = list(csv.DictReader(open(tmp_path / "t.csv", encoding="utf-8")))
     assert tuple(rows[0]) == R.CSV_FIELDS
     by_part = {r["part"]: r for r in rows}
@@ -303,7 +304,7 @@ def test_csv_long_format_and_markdown(tmp_path):
     assert by_part["novel"]["seeds"] == "1,2,3" and by_part["novel"]["n"] == "3"
     assert float(by_part["H"]["mean"]) == pytest.approx(R.harmonic_mean(82.0, 62.0), abs=1e-4)
     assert by_part["base"]["group"] == f"{B2N}/train_base/{COMMON}"
-    md = R.to_markdown(tables)
+    md = RS.to_markdown(tables)
     lines = md.splitlines()
     assert lines[0] == "### Base-to-novel — LA"
     assert lines[2].startswith("| Dataset | Shots | Trainer | Config | Seeds | Base | Novel | H |")
@@ -322,7 +323,7 @@ def test_match_filters_groups(tmp_path):
 def test_cli_prints_writes_and_plots(tmp_path, capsys):
     run = tmp_path / "out" / "fewshot" / "toy" / "shots_4" / "MaPLeHypTree" / "hyptree" / "seed1"
     F.write_full_run(str(run))
-    code = R.main(
+    code = RS.main(
         [
             str(tmp_path / "out"),
             "--csv",
@@ -345,7 +346,7 @@ def test_cli_prints_writes_and_plots(tmp_path, capsys):
 
 
 def test_cli_error_when_nothing_found(tmp_path, capsys):
-    assert R.main([str(tmp_path)]) == 2
+    assert RS.main([str(tmp_path)]) == 2
     assert "no results.json under" in capsys.readouterr().err
 
 

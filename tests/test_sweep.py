@@ -56,7 +56,8 @@ def results_dirs(root):
 
 
 def tables_text(root):
-    from hyptree.eval.tables import collect, to_markdown
+    from hyptree.eval.results import to_markdown
+    from hyptree.eval.tables import collect
 
     return to_markdown(collect(str(root)))
 

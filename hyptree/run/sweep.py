@@ -272,8 +272,9 @@ def submit_slurm(runs: Sequence[Run], python: str, params: dict, folder: str, ma
 
 def print_tables(runs: Sequence[Run], seeds: Sequence[int] | None) -> None:
     """The tables of exactly these runs, one collection per protocol root."""
+    from hyptree.eval.results import to_markdown
     from hyptree.eval.runs import group_runs, load_runs
-    from hyptree.eval.tables import build_tables, to_markdown
+    from hyptree.eval.tables import build_tables
 
     wanted = {os.path.abspath(r.out_dir) for r in runs}
     for root in dict.fromkeys(r.table_root for r in runs):
@@ -448,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cmd == "status" and len(rest) == 1:
             return status(rest[0])
         if cmd == "tables":
-            from hyptree.eval.tables import main as results_main
+            from hyptree.eval.results import main as results_main
 
             return results_main(rest)
     except (SetupError, ValueError, FileNotFoundError) as e:
