@@ -67,6 +67,11 @@ hyptree_parse_seeds() {
 hyptree_setup() {
     [ -f "$TRAIN_PY" ] || hyptree_die "$TRAIN_PY not found in $PWD; run the script from the repository root (or set TRAIN_PY)"
     [[ "$SHOTS" =~ ^[0-9]+$ ]] || hyptree_die "SHOTS must be an integer, got '$SHOTS'"
+    case "$PRESET" in
+        vanilla | protect | hyptree) ;;
+        *) hyptree_die "PRESET=$PRESET (TRAINER.HYPTREE.PRESET) is not a preset; choices: vanilla protect hyptree" ;;
+    esac
+    [ -d "${TRAINER_CONFIGS}/${TRAINER}" ] || hyptree_die "TRAINER=$TRAINER has no config folder ${TRAINER_CONFIGS}/${TRAINER}; available trainers: $(ls "$TRAINER_CONFIGS" 2>/dev/null | tr '\n' ' ')"
     TRAINER_CFG=${TRAINER_CONFIGS}/${TRAINER}/${CFG}.yaml
     [ -f "$TRAINER_CFG" ] || hyptree_die "trainer config $TRAINER_CFG not found (TRAINER=$TRAINER, CFG=$CFG); available: $(ls "${TRAINER_CONFIGS}/${TRAINER}" 2>/dev/null | tr '\n' ' ')"
     local extra=()
