@@ -294,7 +294,11 @@ def test_installed_dataset_config_folder_is_preferred(work):
         (("cifar100",), {"CFG": "missing"}, "trainer config configs/trainers/MaPLeHypTree/missing.yaml not found"),
         (("cifar100",), {"TRAINER": "MaPLeHyptree"}, "TRAINER=MaPLeHyptree has no config folder"),
         (("cifar100",), {"TRAINER": "MaPLeHyptree"}, "available trainers: CoOpHier MaPLeHypTree"),
-        (("cifar100",), {"PRESET": "hyptre"}, "PRESET=hyptre (TRAINER.HYPTREE.PRESET) is not a preset; choices: vanilla protect hyptree"),
+        (
+            ("cifar100",),
+            {"PRESET": "hyptre"},
+            "PRESET=hyptre (TRAINER.HYPTREE.PRESET) is not a preset; choices: vanilla protect hyptree",
+        ),
         (("cifar100", "x1"), {}, "seed must be a non-negative integer"),
         (("cifar100",), {"TRAIN_PY": "nothere.py"}, "run the script from the repository root"),
         ((), {}, "usage:"),
