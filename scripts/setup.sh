@@ -24,6 +24,7 @@ DASSL_GIT=git+https://github.com/KaiyangZhou/Dassl.pytorch
 DASSL_RUNTIME=(yacs tensorboard tabulate gdown wilds scipy scikit-learn tqdm ftfy regex)
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
+case "$PYTHON" in */*) PYTHON=$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON") ;; esac  # the check runs in /
 read -r -a PIP_CMD <<< "${PIP:-$PYTHON -m pip}"
 
 die() {
