@@ -14,25 +14,46 @@ PromptSRC sections, so those repositories' yaml files load) -> dataset yaml -> m
 """
 
 import argparse
+import os
+import sys
 
-import torch
-from dassl.config import get_cfg_default
-from dassl.engine import build_trainer
-from dassl.utils import collect_env_info, set_random_seed, setup_logger
-from yacs.config import CfgNode as CN
+try:
+    import dassl  # noqa: F401
+except ModuleNotFoundError:
+    sys.exit("train.py needs Dassl, which is not installed: run  bash scripts/setup.sh  (README.md, Set up)")
 
-import datasets  # noqa: F401  registers the hierarchical datasets
-import trainers  # noqa: F401  registers MaPLeHypTree, PromptSRCHypTree, CoOpHier
-from hyptree.run.config import add_hyptree_config
-from hyptree.run.logs import route_logging
+from hyptree.run.dassl_compat import apply_dassl_compat
+
+apply_dassl_compat()  # before the trainers bind dassl.utils.load_checkpoint
+
+import torch  # noqa: E402
+from dassl.config import get_cfg_default  # noqa: E402
+from dassl.engine import TRAINER_REGISTRY, build_trainer  # noqa: E402
+from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa: E402
+from yacs.config import CfgNode as CN  # noqa: E402
+
+import datasets  # noqa: F401,E402  registers the hierarchical datasets
+import trainers  # noqa: F401,E402  registers MaPLeHypTree, PromptSRCHypTree, CoOpHier
+from hyptree.run.config import add_hyptree_config  # noqa: E402
+from hyptree.run.logs import route_logging  # noqa: E402
 
 
-def print_args(args, cfg):
+def print_args(args, cfg, verbose=False):
     print("** Arguments **")
     for key in sorted(vars(args)):
         print(f"{key}: {getattr(args, key)}")
-    print("** Config **")
-    print(cfg)
+    if verbose:
+        print("** Config **")
+        print(cfg)
+        print("** System info **\n" + collect_env_info() + "\n")
+    else:
+        print("(the full config and system info: pass --verbose or set HYPTREE_VERBOSE=1)")
+
+
+def check_trainer_name(name):
+    available = sorted(TRAINER_REGISTRY.registered_names())
+    if name not in available:
+        raise SystemExit(f"unknown trainer {name!r} (--trainer / TRAINER.NAME); available: {', '.join(available)}")
 
 
 def reset_cfg(cfg, args):
@@ -119,6 +140,7 @@ def build_parser():
     p.add_argument("--model-dir", type=str, default="", help="checkpoint directory for --eval-only")
     p.add_argument("--load-epoch", type=int, help="checkpoint epoch for --eval-only (default: best)")
     p.add_argument("--no-train", action="store_true", help="build everything, do not train")
+    p.add_argument("--verbose", action="store_true", help="print the full config and system info")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
     return p
 
@@ -132,8 +154,8 @@ def main(args):
     route_logging()  # importing Dassl muted logging process-wide; hyptree's messages go to log.txt too
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
-    print_args(args, cfg)
-    print("** System info **\n" + collect_env_info() + "\n")
+    print_args(args, cfg, verbose=getattr(args, "verbose", False) or os.environ.get("HYPTREE_VERBOSE") == "1")
+    check_trainer_name(cfg.TRAINER.NAME)
     trainer = build_trainer(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)

@@ -308,6 +308,13 @@ def test_installed_dataset_config_folder_is_preferred(work):
     [
         (("nope",), {}, "dataset config configs/datasets/nope.yaml not found; available: cifar100"),
         (("cifar100",), {"CFG": "missing"}, "trainer config configs/trainers/MaPLeHypTree/missing.yaml not found"),
+        (("cifar100",), {"TRAINER": "MaPLeHyptree"}, "TRAINER=MaPLeHyptree has no config folder"),
+        (("cifar100",), {"TRAINER": "MaPLeHyptree"}, "available trainers: CoOpHier MaPLeHypTree"),
+        (
+            ("cifar100",),
+            {"PRESET": "hyptre"},
+            "PRESET=hyptre (TRAINER.HYPTREE.PRESET) is not a preset; choices: vanilla protect hyptree",
+        ),
         (("cifar100", "x1"), {}, "seed must be a non-negative integer"),
         (("cifar100",), {"TRAIN_PY": "nothere.py"}, "run the script from the repository root"),
         ((), {}, "usage:"),
@@ -535,7 +542,17 @@ DASSL_STUB = {
             cfg.OPTIM.MAX_EPOCH = 10
             return cfg
         """),
-    "dassl/engine.py": textwrap.dedent("""\
+    # what hyptree.run.dassl_compat patches (the patched train.py applies it first)
+    "dassl/optim/__init__.py": "",
+    "dassl/optim/lr_scheduler.py": "class _BaseWarmupScheduler:\n    pass\n",
+    "dassl/utils/__init__.py": "from .torchtools import load_checkpoint\n",
+    "dassl/utils/torchtools.py": "def load_checkpoint(fpath):\n    raise NotImplementedError\n",
+    "dassl/engine/trainer.py": "from dassl.utils import load_checkpoint\n",
+    "dassl/data/__init__.py": "",
+    "dassl/data/transforms/__init__.py": "",
+    "dassl/data/transforms/autoaugment.py": "import numpy as np\n",
+    "dassl/data/transforms/randaugment.py": "import numpy as np\n",
+    "dassl/engine/__init__.py": textwrap.dedent("""\
         class Registry:
             def __init__(self):
                 self.names = {}
@@ -576,6 +593,7 @@ def checkouts(tmp_path):
     _write(
         ours,
         {
+            "hyptree/__init__.py": "",
             "trainers/__init__.py": "# ours\n",
             "trainers/maple_hyptree.py": _trainer_py("MaPLeHypTree"),
             "trainers/coop_hier.py": _trainer_py("CoOpHier"),
@@ -605,16 +623,16 @@ def checkouts(tmp_path):
     return ours, maple, stubs
 
 
-def run_install(ours, maple, python=None, **env):
+def run_install(ours, maple, *flags, python=None, **env):
     full_env = {k: v for k, v in os.environ.items() if k not in ("FORCE", "DRY_RUN")}
     full_env.update(HYPTREE_REPO=str(ours), PYTHONPATH=ROOT, PYTHON=python or sys.executable)
     full_env.update(env)
     return subprocess.run(
-        [BASH, os.path.join(SCRIPTS, "install_into_maple.sh"), str(maple)],
+        [BASH, os.path.join(SCRIPTS, "install_into_maple.sh"), *flags, str(maple)],
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=240,
     )
 
 
@@ -662,6 +680,8 @@ def test_install_into_maple_copies_patches_and_is_idempotent(checkouts):
         print(sorted(TRAINER_REGISTRY.names), sorted(DATASET_REGISTRY.names))
         print(cfg.DATASET.NAME, cfg.TRAINER.HYPTREE.PRESET, cfg.TRAINER.HYPTREE.CURVATURE.MODE,
               cfg.TRAINER.MAPLE.N_CTX, cfg.TRAINER.HYPTREE.LAYERS)
+        import dassl.engine.trainer, dassl.optim.lr_scheduler as ls
+        print(ls._BaseWarmupScheduler.__init__.__module__, dassl.engine.trainer.load_checkpoint.__module__)
         """)
     proc = subprocess.run(
         [sys.executable, "-c", check],
@@ -669,12 +689,13 @@ def test_install_into_maple_copies_patches_and_is_idempotent(checkouts):
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": f"{stubs}:{ROOT}"},
-        timeout=60,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "['CoOpHier', 'MaPLe', 'MaPLeHypTree'] ['SUN397', 'SUN397Hier']",
         "SUN397Hier hyptree shared 3 [4, 7]",  # MaPLe's own N_CTX (3 here) kept, ours added
+        "hyptree.run.dassl_compat hyptree.run.dassl_compat",  # their trainers get the compat layer
     ]
 
 
@@ -715,10 +736,57 @@ def test_install_dry_run_and_bad_target(checkouts, tmp_path):
 @needs_bash
 def test_install_says_when_hyptree_is_not_importable(checkouts, work):
     ours, maple, _ = checkouts
+    before = _snapshot(maple)
     proc = run_install(ours, maple, python=str(work.parent / "fakepython"), FAKE_NO_HYPTREE="1")
     assert proc.returncode != 0
     assert "'import hyptree' fails" in proc.stderr and f"pip install -e {ours}" in proc.stderr
-    assert MP.BEGIN in (maple / "train.py").read_text()  # the files are in place all the same
+    assert "nothing was changed" in proc.stderr and _snapshot(maple) == before  # checked before touching anything
+
+
+@needs_bash
+def test_uninstall_restores_the_checkout_exactly(checkouts):
+    ours, maple, _ = checkouts
+    (maple / "trainers" / "coop_hier.py").write_text("# their coop_hier\n")
+    (maple / "train.py").chmod(0o755)
+    before = _snapshot(maple)
+    modes = {p: p.stat().st_mode for p in maple.rglob("*")}
+    proc = run_install(ours, maple, FORCE="1")
+    assert proc.returncode == 0, proc.stderr
+    assert (maple / ".hyptree" / "source").read_text() == f"{ours}\n"
+    assert (maple / "trainers" / "coop_hier.py").read_text() == _trainer_py("CoOpHier")
+    (maple / "trainers" / "__pycache__").mkdir()
+    (maple / "trainers" / "__pycache__" / "maple_hyptree.cpython-311.pyc").write_bytes(b"x")
+    (maple / "trainers" / "maple_hyptree.py").write_text("# edited after the install\n")
+    proc = run_install(ours, maple, "--uninstall")
+    assert proc.returncode != 0 and "changed since the install" in proc.stderr and "maple_hyptree.py" in proc.stderr
+    proc = run_install(ours, maple, "--uninstall", FORCE="1")
+    assert proc.returncode == 0, proc.stderr
+    (maple / "trainers" / "__pycache__").rmdir()  # only our byte code was removed: the folder is empty
+    assert _snapshot(maple) == before
+    assert {p: p.stat().st_mode for p in maple.rglob("*")} == modes  # no folder left over, modes kept
+    proc = run_install(ours, maple, "--uninstall")
+    assert proc.returncode != 0 and "no HypTree install recorded" in proc.stderr
+
+
+@needs_bash
+def test_the_copy_inside_a_checkout_installs_from_the_recorded_source(checkouts, tmp_path):
+    ours, maple, _ = checkouts
+    assert run_install(ours, maple).returncode == 0
+    other = tmp_path / "other"
+    # a second MaPLe-like checkout, installed into by the copy that landed in the first one
+    _write(other, {"train.py": MAPLE_TRAIN, "trainers/__init__.py": "", "datasets/__init__.py": ""})
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE", "DRY_RUN", "HYPTREE_REPO")}
+    env.update(PYTHONPATH=ROOT, PYTHON=sys.executable)
+    proc = subprocess.run(
+        [BASH, str(maple / "scripts" / "hyptree" / "install_into_maple.sh"), str(other)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert sorted(p.name for p in (other / "trainers").iterdir()) == ["__init__.py", "coop_hier.py", "maple_hyptree.py"]
+    assert "import trainers.maple  #" not in (other / "train.py").read_text()  # MaPLe's own modules not added
 
 
 def test_scripts_are_executable_and_strict():

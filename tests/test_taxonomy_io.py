@@ -624,3 +624,39 @@ def test_cli_module_entry_point(tmp_path):
         cwd=ROOT,
     )
     assert r.returncode == 2 and "error:" in r.stderr
+
+
+def test_cifar100_archive_and_dataset_folder(tmp_path):
+    """The layout docs/datasets.md recommends: $DATA/cifar-100/cifar-100-python.tar.gz, not extracted."""
+    import subprocess
+    import sys
+    import tarfile
+
+    from hyptree.tree.io import detect_format, read_taxonomy
+
+    extracted = tmp_path / "x" / "cifar-100-python"
+    write_cifar(extracted, "py2")
+    (extracted / "test").write_bytes((extracted / "train").read_bytes())
+    expected = read_cifar100_meta(str(extracted))
+    data = tmp_path / "cifar-100"
+    data.mkdir()
+    archive = data / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(extracted, arcname="cifar-100-python")
+    for source in (archive, data):
+        assert detect_format(str(source)) == "cifar100"
+        assert read_taxonomy(str(source)) == expected
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "hyptree", "taxonomy", "show", str(data)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": root},
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "aquatic_mammals" in proc.stdout and "beaver" in proc.stdout
+    with tarfile.open(tmp_path / "cifar-100-other.tar.gz", "w:gz") as tar:
+        tar.add(extracted / "meta", arcname="meta")
+    with pytest.raises(ValueError, match="no member cifar-100-python/meta"):
+        read_cifar100_meta(str(tmp_path / "cifar-100-other.tar.gz"))

@@ -444,3 +444,44 @@ def test_base2novel_script_on_toy_prints_the_table(env, tmp_path):
         timeout=600,
     )
     assert again.returncode == 0 and again.stdout.count("[skip]") == 2, again.stdout[-2000:]
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+def test_eval_only_errors_name_the_folder_and_the_epochs_there(env, tmp_path):
+    out = trained(env, "CoOpHier")
+    opts = trainer_opts("CoOpHier")
+    with pytest.raises(FileNotFoundError, match=r"--model-dir .*nowhere: no such folder"):
+        run(env, "CoOpHier", tmp_path / "e1", "--eval-only", "--model-dir", str(tmp_path / "nowhere"), opts=opts)
+    with pytest.raises(FileNotFoundError, match=r"model\.pth\.tar-7 \(--load-epoch 7\).*checkpoint: 1, 2;"):
+        run(env, "CoOpHier", tmp_path / "e2", "--eval-only", "--model-dir", str(out), "--load-epoch", "7", opts=opts)
+    with pytest.raises(FileNotFoundError, match=r"model-best\.pth\.tar: no.*TEST\.FINAL_MODEL best_val"):
+        run(env, "CoOpHier", tmp_path / "e3", "--eval-only", "--model-dir", str(out), opts=opts)
+    with pytest.raises(FileNotFoundError, match=r"does not exist: is --model-dir the OUTPUT_DIR"):
+        run(env, "CoOpHier", tmp_path / "e4", "--eval-only", "--model-dir", str(tmp_path), opts=opts)
+
+
+def test_setup_errors_name_the_config_key(env, tmp_path):
+    opts = trainer_opts("CoOpHier")
+    missing = str(tmp_path / "no_clip.pt")
+    with pytest.raises(FileNotFoundError, match=r"TRAINER\.HYPTREE\.CLIP_PATH .*no_clip\.pt: no such file"):
+        run(env, "CoOpHier", tmp_path / "a", "--no-train", opts=(*opts, "TRAINER.HYPTREE.CLIP_PATH", missing))
+    with pytest.raises(ValueError, match=r"INPUT\.SIZE \(64, 64\) does not match the CLIP image resolution 32"):
+        run(env, "CoOpHier", tmp_path / "b", "--no-train", opts=(*opts, "INPUT.SIZE", "(64, 64)"))
+    with pytest.raises(SystemExit, match=r"unknown trainer 'MaPLeHyptree'.*available: .*CoOpHier.*MaPLeHypTree"):
+        run(env, "CoOpHier", tmp_path / "c", "--no-train", opts=("TRAINER.NAME", "MaPLeHyptree"))
+
+
+def test_train_log_is_short_unless_verbose(env, tmp_path, capsys):
+    opts = trainer_opts("CoOpHier")
+    run(env, "CoOpHier", tmp_path / "q", "--no-train", opts=opts)
+    quiet = capsys.readouterr().out
+    run(env, "CoOpHier", tmp_path / "v", "--no-train", "--verbose", opts=opts)
+    verbose = capsys.readouterr().out
+    assert "** Config **" not in quiet and "--verbose" in quiet
+    assert "** Config **" in verbose and "PyTorch version" in verbose
+    assert len(quiet.splitlines()) < 80 < len(verbose.splitlines()), (
+        len(quiet.splitlines()),
+        len(verbose.splitlines()),
+    )

@@ -204,3 +204,15 @@ def test_project_2d_puts_zero_rows_at_origin_and_ignores_them():
     out = project_2d(with_root)
     assert np.array_equal(out[0], [0.0, 0.0])
     np.testing.assert_allclose(np.abs(out[1:]), np.abs(project_2d(feats)), atol=1e-9)
+
+
+def test_loss_keys_leave_out_the_batch_index(tmp_path):
+    from hyptree.eval import TrainLog
+    from hyptree.eval.viz import loss_keys, read_train_log
+
+    log = TrainLog(str(tmp_path / "train_log.jsonl"))
+    for it in range(6):  # the fields the trainers write (trainers/hyptree_base.py)
+        log.append(epoch=1 + it // 3, iteration=it, batch=it % 3, lr=0.002, total=2.0 - 0.1 * it)
+        log.append(epoch=1 + it // 3, iteration=it, batch=it % 3, cut=1.0, curv_text=1.0)
+    log.close()
+    assert loss_keys(read_train_log(str(tmp_path / "train_log.jsonl"))) == ["total", "cut"]

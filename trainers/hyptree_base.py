@@ -14,7 +14,9 @@ Everything substantive lives in ``hyptree``; this file maps Dassl's hooks onto i
   ``hyptree.run.records.write_evaluation`` (results.json & co.).
 """
 
+import os
 import os.path as osp
+import re
 
 import torch
 from dassl.engine import TrainerX
@@ -49,6 +51,35 @@ from hyptree.utils.files import atomic_write_text
 CHECKPOINT_NAME = "learnable"  # checkpoints: OUTPUT_DIR/learnable/model.pth.tar-N
 
 
+def check_input_size(cfg, clip_model, weights):
+    """INPUT.SIZE must be the CLIP image resolution (the position embeddings are fixed)."""
+    resolution = getattr(clip_model.visual, "input_resolution", None)
+    size = tuple(cfg.INPUT.SIZE)
+    if resolution and size != (resolution, resolution):
+        raise ValueError(
+            f"INPUT.SIZE {size} does not match the CLIP image resolution {resolution} of {weights}; "
+            f"set INPUT.SIZE ({resolution}, {resolution})"
+        )
+
+
+def missing_checkpoint_message(directory, name, epoch):
+    """What is there instead: the epochs with a checkpoint, and whether model-best exists."""
+    folder = osp.join(directory, name)
+    files = os.listdir(folder) if osp.isdir(folder) else []
+    epochs = sorted(int(f.rsplit("-", 1)[1]) for f in files if re.fullmatch(r"model\.pth\.tar-\d+", f))
+    wanted = (
+        "model-best.pth.tar (no --load-epoch)" if epoch is None else f"model.pth.tar-{epoch} (--load-epoch {epoch})"
+    )
+    if not osp.isdir(folder):
+        found = f"{folder} does not exist: is --model-dir the OUTPUT_DIR of a training run of this trainer?"
+    else:
+        best = "model-best.pth.tar" in files
+        listing = ", ".join(map(str, epochs)) or "none"
+        found = f"epochs with a checkpoint: {listing}; model-best.pth.tar: {'yes' if best else 'no'}"
+    hint = "" if epoch is not None else "; model-best.pth.tar is written only with TEST.FINAL_MODEL best_val"
+    return f"No checkpoint {wanted} in {folder}; {found}{hint}"
+
+
 class HierTrainer(TrainerX):
     """Base class; subclasses set ``BACKBONE`` and ``PREC_KEY`` (the section with PREC)."""
 
@@ -78,8 +109,11 @@ class HierTrainer(TrainerX):
         self.taxonomy_source = str(getattr(dataset, "taxonomy_source", ""))
         self.precision = resolve_precision(cfg.TRAINER[self.PREC_KEY].PREC, self.device)
         weights = h.CLIP_PATH or cfg.MODEL.BACKBONE.NAME
+        if h.CLIP_PATH and not osp.isfile(osp.expanduser(h.CLIP_PATH)):
+            raise FileNotFoundError(f"TRAINER.HYPTREE.CLIP_PATH {h.CLIP_PATH}: no such file")
         print(f"Loading CLIP {weights} ({self.precision}, {self.device})")
         clip_model = load_clip(weights, device=self.device, precision=self.precision)
+        check_input_size(cfg, clip_model, weights)
         print(
             f"Building HierarchicalCLIP ({self.BACKBONE}, preset {h.PRESET}) on {self.tree} tree: "
             f"{self.taxonomy.num_classes} classes, {self.taxonomy.num_nodes} nodes"
@@ -225,15 +259,13 @@ class HierTrainer(TrainerX):
         if not directory:
             print("No --model-dir given: evaluating the initial (untrained) prompts")
             return
+        if not osp.isdir(directory):
+            raise FileNotFoundError(f"--model-dir {directory}: no such folder")
         model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
             path = osp.join(directory, name, model_file)
             if not osp.exists(path):
-                raise FileNotFoundError(
-                    f"No checkpoint at {path}. Checkpoints are written every TRAIN.CHECKPOINT_FREQ "
-                    f"epochs and at the last one; model-best.pth.tar only with "
-                    f"TEST.FINAL_MODEL best_val (pass --load-epoch otherwise)"
-                )
+                raise FileNotFoundError(missing_checkpoint_message(directory, name, epoch))
             checkpoint = load_checkpoint(path)
             self._models[name].load_state_dict(checkpoint["state_dict"])
             val = checkpoint.get("val_result")

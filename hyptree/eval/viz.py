@@ -63,7 +63,21 @@ __all__ = [
 ]
 
 CURVATURE_KEYS = (("curv_text", "c_t (text)"), ("curv_image", "c_i (image)"), ("curv_inter", "c_m (intermediate)"))
-_NOT_LOSSES = {"epoch", "iteration", "iter", "step", "lr", "time", "eta", "batch_time", "data_time", "num_batches"}
+# bookkeeping fields of train_log.jsonl (hyptree.eval.trainlog) that are not loss terms
+_NOT_LOSSES = {
+    "epoch",
+    "iteration",
+    "iter",
+    "step",
+    "batch",
+    "batch_idx",
+    "lr",
+    "time",
+    "eta",
+    "batch_time",
+    "data_time",
+    "num_batches",
+}
 
 
 def _save(fig: Figure, out_png: str) -> str:
@@ -150,6 +164,14 @@ def plot_losses(train_log_path: str, out_png: str) -> str:
     """Every numeric loss term of the log (``total``, ``cut``, ``node``, ...) over training."""
     records = read_train_log(train_log_path)
     x, xlabel = _x_axis(records)
+    keys = loss_keys(records)
+    if not keys:
+        raise ValueError(f"{train_log_path}: no loss values")
+    return _plot_loss_curves(records, keys, x, xlabel, out_png)
+
+
+def loss_keys(records: list[dict]) -> list[str]:
+    """The loss terms among the numeric fields of train-log records (``total`` first)."""
     keys = []
     for r in records:
         for k, v in r.items():
@@ -161,9 +183,11 @@ def plot_losses(train_log_path: str, out_png: str) -> str:
                 and not isinstance(v, bool)
             ):
                 keys.append(k)
-    if not keys:
-        raise ValueError(f"{train_log_path}: no loss values")
     keys.sort(key=lambda k: (k != "total", k))
+    return keys
+
+
+def _plot_loss_curves(records, keys, x, xlabel, out_png):
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot(1, 1, 1)
     for k in keys:

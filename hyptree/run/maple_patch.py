@@ -26,6 +26,7 @@ changes nothing the second time.
 Command line::
 
     python -m hyptree maple install MAPLE [--repo REPO] [--force] [--dry-run]
+    python -m hyptree maple uninstall MAPLE [--force]
     python -m hyptree maple patch TRAIN_PY --trainers maple_hyptree ... --datasets ...
 """
 
@@ -35,14 +36,17 @@ import argparse
 import ast
 import filecmp
 import glob
+import hashlib
+import json
 import os
 import re
+import shutil
 import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hyptree.utils.files import atomic_write_bytes
+from hyptree.utils.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = [
     "BEGIN",
@@ -52,6 +56,7 @@ __all__ = [
     "registered_names",
     "plan_install",
     "install",
+    "uninstall",
     "InstallError",
     "main",
 ]
@@ -59,7 +64,19 @@ __all__ = [
 BEGIN = "# >>> hyptree plugin (scripts/hyptree/install_into_maple.sh) >>>"
 END = "# <<< hyptree plugin <<<"
 CALL_MARK = "# hyptree plugin: add TRAINER.HYPTREE.* defaults"
+COMPAT_BEGIN = "# >>> hyptree: Dassl 0.6.3 on current PyTorch (scripts/hyptree/install_into_maple.sh) >>>"
+COMPAT_END = "# <<< hyptree: Dassl compat <<<"
+COMPAT_BLOCK = [
+    COMPAT_BEGIN,
+    "import hyptree.run.dassl_compat",
+    "",
+    "hyptree.run.dassl_compat.apply_dassl_compat()  # before the trainers bind dassl.utils.load_checkpoint",
+    COMPAT_END,
+]
 DATASET_CONFIG_SUBDIR = os.path.join("configs", "datasets", "hyptree")
+STATE_DIR = ".hyptree"  # in the checkout: what install did (for uninstall) and where it came from
+MANIFEST = os.path.join(STATE_DIR, "install.json")
+SOURCE_FILE = os.path.join(STATE_DIR, "source")  # read by the copied install_into_maple.sh
 
 
 class InstallError(RuntimeError):
@@ -168,11 +185,29 @@ def patch_train_py(
         indent = " " * call.col_offset
         lines.insert(call.end_lineno, f"{indent}hyptree.run.config.add_hyptree_config({arg})  {CALL_MARK}")
         joined = newline.join(lines) + (newline if trailing_newline else "")
+    if COMPAT_BEGIN not in lines:
+        joined = _insert_compat_block(joined, newline, trailing_newline, filename)
     try:
         compile(joined, filename, "exec")
     except SyntaxError as e:  # pragma: no cover - guards against a wrong insertion point
         raise InstallError(f"{filename}: patching produced invalid Python ({e}); patch it by hand") from None
     return joined
+
+
+def _insert_compat_block(text: str, newline: str, trailing_newline: bool, filename: str) -> str:
+    """The Dassl compat call goes first, after a docstring and ``from __future__`` imports:
+    the trainers the file imports bind Dassl's functions at import time."""
+    tree = ast.parse(text, filename=filename)
+    at = 0
+    for i, node in enumerate(tree.body):
+        docstring = i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
+        if not (docstring or future):
+            break
+        at = node.end_lineno
+    lines = (text[: -len(newline)] if trailing_newline else text).split(newline)
+    lines[at:at] = [*COMPAT_BLOCK, ""]
+    return newline.join(lines) + (newline if trailing_newline else "")
 
 
 # --------------------------------------------------------------------------- files
@@ -235,6 +270,11 @@ def plan_install(repo: str, maple: str) -> Plan:
     for sub in ("trainers", "datasets"):
         if not os.path.isdir(os.path.join(maple, sub)):
             raise InstallError(f"{maple}: no {sub}/ folder; pass the root of a MaPLe/PromptSRC checkout")
+    if not os.path.isfile(os.path.join(repo, "hyptree", "__init__.py")):
+        raise InstallError(
+            f"{repo}: not a HypTree repository (no hyptree/__init__.py); pass --repo (HYPTREE_REPO=) "
+            f"the HypTree checkout to install from"
+        )
     pairs = _sources(repo)
     if not any(rel.startswith(("trainers", "datasets")) for _, rel in pairs):
         raise InstallError(f"{repo}: no trainers/*.py or datasets/*.py to install")
@@ -272,8 +312,36 @@ def plan_install(repo: str, maple: str) -> Plan:
     return plan
 
 
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _new_dirs(maple: str, rels: Sequence[str]) -> list[str]:
+    """Folders (relative) that writing ``rels`` creates, deepest first."""
+    made = set()
+    for rel in rels:
+        d = os.path.dirname(rel)
+        while d and not os.path.isdir(os.path.join(maple, d)):
+            made.add(d)
+            d = os.path.dirname(d)
+    return sorted(made, key=lambda d: (-d.count(os.sep), d))
+
+
+def _read_manifest(maple: str) -> dict | None:
+    path = os.path.join(maple, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def install(repo: str, maple: str, force: bool = False, dry_run: bool = False, log=print) -> Plan:
-    """Copy our files into ``maple`` and patch its ``train.py`` (see the module docstring)."""
+    """Copy our files into ``maple`` and patch its ``train.py`` (see the module docstring).
+
+    Records in ``MAPLE/.hyptree/`` what it wrote (with the SHA-256 of each file), a copy of
+    every file it replaced (``train.py``; with ``force`` the overwritten ones) and the HypTree
+    source folder, so that :func:`uninstall` restores the checkout byte for byte."""
     plan = plan_install(repo, maple)
     if plan.conflicts and not force:
         listing = "\n".join(f"  {dst}" for _, dst in plan.conflicts)
@@ -285,20 +353,81 @@ def install(repo: str, maple: str, force: bool = False, dry_run: bool = False, l
     old = _read(train_py)
     new = patch_train_py(old, plan.trainer_modules, plan.dataset_modules, filename=train_py)
     writes = plan.copies + (plan.conflicts if force else [])
-    for src, dst in writes:
-        log(f"{'would copy' if dry_run else 'copy'} {os.path.relpath(dst, maple)}")
-        if not dry_run:
-            with open(src, "rb") as f:
-                _write(dst, f.read(), mode_from=src)
+    manifest = _read_manifest(maple) or {"files": {}, "replaced": [], "dirs": []}
+    rels = [os.path.relpath(dst, maple) for _, dst in writes]
+    if not dry_run:
+        for d in _new_dirs(maple, [*rels, MANIFEST]):
+            if d not in manifest["dirs"]:
+                manifest["dirs"].append(d)
+    for (src, dst), rel in zip(writes, rels):
+        log(f"{'would copy' if dry_run else 'copy'} {rel}")
+        if dry_run:
+            continue
+        if os.path.exists(dst) and rel not in manifest["replaced"] and rel not in manifest["files"]:
+            _write(os.path.join(maple, STATE_DIR, "replaced", rel), open(dst, "rb").read(), mode_from=dst)
+            manifest["replaced"].append(rel)
+        with open(src, "rb") as f:
+            _write(dst, f.read(), mode_from=src)
+        manifest["files"][rel] = _sha256(dst)
     if plan.same:
         log(f"{len(plan.same)} file(s) already up to date")
     if new != old:
-        log(f"{'would patch' if dry_run else 'patch'} train.py (imports + add_hyptree_config)")
+        log(f"{'would patch' if dry_run else 'patch'} train.py (Dassl compat, imports, add_hyptree_config)")
         if not dry_run:
+            if "train.py" not in manifest["replaced"]:
+                _write(os.path.join(maple, STATE_DIR, "replaced", "train.py"), old.encode("utf-8"), train_py)
+                manifest["replaced"].append("train.py")
             _write(train_py, new.encode("utf-8"), mode_from=train_py)
+            manifest["files"]["train.py"] = _sha256(train_py)
     else:
         log("train.py already patched")
+    if not dry_run:
+        manifest["source"] = os.path.abspath(repo)
+        atomic_write_text(os.path.join(maple, SOURCE_FILE), manifest["source"] + "\n")
+        atomic_write_json(os.path.join(maple, MANIFEST), manifest, sort_keys=True)
     return plan
+
+
+def uninstall(maple: str, force: bool = False, log=print) -> None:
+    """Undo :func:`install`: delete what it wrote, put back what it replaced, remove the
+    folders it created. A file changed since the install is an error unless ``force``."""
+    manifest = _read_manifest(maple)
+    if manifest is None:
+        raise InstallError(f"{maple}: no HypTree install recorded ({MANIFEST} is missing); nothing to undo")
+    changed = [
+        rel
+        for rel, digest in sorted(manifest["files"].items())
+        if os.path.exists(os.path.join(maple, rel)) and _sha256(os.path.join(maple, rel)) != digest
+    ]
+    if changed and not force:
+        listing = "\n".join(f"  {rel}" for rel in changed)
+        raise InstallError(
+            f"these installed files were changed since the install:\n{listing}\n"
+            f"nothing was removed; rerun with FORCE=1 (--force) to remove or restore them anyway"
+        )
+    for rel in sorted(manifest["files"]):
+        path = os.path.join(maple, rel)
+        if rel in manifest["replaced"]:
+            saved = os.path.join(maple, STATE_DIR, "replaced", rel)
+            with open(saved, "rb") as f:
+                _write(path, f.read(), mode_from=saved)
+            log(f"restore {rel}")
+        elif os.path.exists(path):
+            os.remove(path)
+            log(f"remove {rel}")
+        if rel.endswith(".py"):  # the byte code Python wrote for our modules
+            stem = os.path.splitext(os.path.basename(rel))[0]
+            for pyc in glob.glob(os.path.join(os.path.dirname(path), "__pycache__", f"{stem}.*.pyc")):
+                os.remove(pyc)
+    shutil.rmtree(os.path.join(maple, STATE_DIR))
+    for d in manifest["dirs"]:
+        path = os.path.join(maple, d)
+        cache = os.path.join(path, "__pycache__")
+        if os.path.isdir(cache) and not os.listdir(cache):
+            os.rmdir(cache)
+        if os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+    log(f"uninstalled HypTree from {maple}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -313,6 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_inst.add_argument("--force", action="store_true", help="overwrite files that differ")
     p_inst.add_argument("--dry-run", action="store_true", help="only say what would change")
+    p_un = sub.add_parser("uninstall", help="undo install: the checkout as it was before")
+    p_un.add_argument("maple", help="root of the MaPLe / PromptSRC checkout")
+    p_un.add_argument("--force", action="store_true", help="also when installed files were changed since")
     p_patch = sub.add_parser("patch", help="patch one train.py in place")
     p_patch.add_argument("train_py")
     p_patch.add_argument("--trainers", nargs="*", default=[])
@@ -321,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "install":
             install(args.repo, args.maple, force=args.force, dry_run=args.dry_run)
+        elif args.cmd == "uninstall":
+            uninstall(args.maple, force=args.force)
         else:
             old = _read(args.train_py)
             new = patch_train_py(old, args.trainers, args.datasets, filename=args.train_py)

@@ -1,17 +1,22 @@
-"""CIFAR-100's own hierarchy (``meta`` + ``train`` pickles of the python archive)."""
+"""CIFAR-100's own hierarchy (``meta`` + ``train`` pickles of the python archive, read from
+the extracted folder or straight from ``cifar-100-python.tar.gz``)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import tarfile
 from collections.abc import Mapping
 
 import numpy as np
 
-from hyptree.tree.pickles import load_pickle_file
+from hyptree.tree.pickles import load_pickle_file, loads_permissive
 from hyptree.tree.taxonomy import Taxonomy
 
-__all__ = ["read_cifar100_meta"]
+__all__ = ["read_cifar100_meta", "CIFAR100_ARCHIVE", "CIFAR100_EXTRACTED", "is_cifar100_source"]
+
+CIFAR100_ARCHIVE = "cifar-100-python.tar.gz"
+CIFAR100_EXTRACTED = "cifar-100-python"
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +41,10 @@ def _decode_names(xs, key, source):
 def read_cifar100_meta(meta_path: str, train_path: str | None = None) -> Taxonomy:
     """CIFAR-100's own hierarchy: root -> 20 coarse classes -> 100 fine classes.
 
-    ``meta_path`` is the archive's ``meta`` pickle or the ``cifar-100-python/``
+    ``meta_path`` is the archive's ``meta`` pickle, the ``cifar-100-python/``
     directory (then ``meta`` and ``train`` inside it are used, ``test`` if there is
-    no ``train``). ``meta`` gives ``fine_label_names`` (100) and
+    no ``train``), ``cifar-100-python.tar.gz`` itself, or the dataset folder holding
+    either (``$DATA/cifar-100/``, the layout of docs/datasets.md). ``meta`` gives ``fine_label_names`` (100) and
     ``coarse_label_names`` (20); the coarse -> fine mapping comes from the
     ``fine_labels``/``coarse_labels`` lists of ``train_path``. Keys and names may be
     ``str`` or ``bytes`` (Python 2 pickles). Class order: fine label order. Node
@@ -46,6 +52,15 @@ def read_cifar100_meta(meta_path: str, train_path: str | None = None) -> Taxonom
     grouped under them. Errors name the fine class mapped to two coarse classes or
     to none.
     """
+    if os.path.isdir(meta_path) and not os.path.isfile(os.path.join(meta_path, "meta")) and train_path is None:
+        inner = os.path.join(meta_path, CIFAR100_EXTRACTED)
+        if os.path.isfile(os.path.join(inner, "meta")):
+            meta_path = inner
+        elif os.path.isfile(os.path.join(meta_path, CIFAR100_ARCHIVE)):
+            meta_path = os.path.join(meta_path, CIFAR100_ARCHIVE)
+    if os.path.isfile(meta_path) and tarfile.is_tarfile(meta_path):
+        meta, train, meta_src, train_src = _read_archive(meta_path)
+        return _build(meta, train, meta_src, train_src)
     if os.path.isdir(meta_path):
         d = meta_path
         meta_path = os.path.join(d, "meta")
@@ -59,13 +74,49 @@ def read_cifar100_meta(meta_path: str, train_path: str | None = None) -> Taxonom
             train_path = sib
         else:
             raise ValueError(f"{meta_path}: the coarse->fine mapping is in the 'train' pickle; pass train_path")
-    meta = _decode_keys(load_pickle_file(meta_path, kind="cifar100"), meta_path)
+    return _build(
+        load_pickle_file(meta_path, kind="cifar100"),
+        load_pickle_file(train_path, kind="cifar100"),
+        meta_path,
+        train_path,
+    )
+
+
+def _read_archive(path):
+    """``meta`` and ``train`` from the official tar.gz, without extracting it."""
+    with tarfile.open(path) as tar:
+        out = []
+        for name in ("meta", "train"):
+            member = f"{CIFAR100_EXTRACTED}/{name}"
+            try:
+                data = tar.extractfile(tar.getmember(member)).read()
+            except KeyError:
+                raise ValueError(f"{path}: no member {member} (not the CIFAR-100 python archive?)") from None
+            out += [loads_permissive(data, source=f"{path}:{member}", kind="cifar100")]
+    return out[0], out[1], f"{path}:{CIFAR100_EXTRACTED}/meta", f"{path}:{CIFAR100_EXTRACTED}/train"
+
+
+def is_cifar100_source(path: str) -> bool:
+    """A ``meta`` pickle, a folder holding one, the archive, or a folder holding either."""
+    if os.path.isdir(path):
+        entries = set(os.listdir(path))
+        return (
+            ("meta" in entries and ("train" in entries or "test" in entries))
+            or CIFAR100_ARCHIVE in entries
+            or os.path.isfile(os.path.join(path, CIFAR100_EXTRACTED, "meta"))
+        )
+    base = os.path.basename(path).lower()
+    return base == "meta" or (base.startswith("cifar-100") and base.endswith((".tar.gz", ".tgz", ".tar")))
+
+
+def _build(meta, train, meta_path, train_path) -> Taxonomy:
+    meta = _decode_keys(meta, meta_path)
     for key in ("fine_label_names", "coarse_label_names"):
         if key not in meta:
             raise ValueError(f"{meta_path}: no {key!r} entry (keys: {sorted(meta)[:8]})")
     fine = _decode_names(meta["fine_label_names"], "fine_label_names", meta_path)
     coarse = _decode_names(meta["coarse_label_names"], "coarse_label_names", meta_path)
-    train = _decode_keys(load_pickle_file(train_path, kind="cifar100"), train_path)
+    train = _decode_keys(train, train_path)
     for key in ("fine_labels", "coarse_labels"):
         if key not in train:
             raise ValueError(f"{train_path}: no {key!r} entry (keys: {sorted(train)[:8]})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from hyptree.tree.io.cifar100 import read_cifar100_meta
+from hyptree.tree.io.cifar100 import is_cifar100_source, read_cifar100_meta
 from hyptree.tree.io.folder import read_folder_tree
 from hyptree.tree.io.imagenet import read_imagenet_meta
 from hyptree.tree.io.paths import read_paths_file
@@ -26,7 +26,7 @@ def detect_format(source: str) -> str:
     base = os.path.basename(os.path.normpath(source)).lower()
     if os.path.isdir(source):
         entries = set(os.listdir(source))
-        if "meta" in entries and ("train" in entries or "test" in entries):
+        if is_cifar100_source(source):
             return "cifar100"
         if "tree.npy" in entries:
             raise ValueError(f"{source}: a ProTeCt data folder; pass its tree.npy file")
@@ -39,7 +39,7 @@ def detect_format(source: str) -> str:
         return "folder"
     if not os.path.exists(source):
         raise ValueError(f"{source}: no such file or directory")
-    if base == "meta":
+    if is_cifar100_source(source):
         return "cifar100"
     if base.endswith(".npy"):
         return "protect"
