@@ -694,7 +694,7 @@ def test_install_into_maple_copies_patches_and_is_idempotent(checkouts):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "['CoOpHier', 'MaPLe', 'MaPLeHypTree'] ['SUN397', 'SUN397Hier']",
-        "SUN397Hier hyptree shared 3 [4, 7]",  # MaPLe's own N_CTX (3 here) kept, ours added
+        "SUN397Hier hyptree shared 3 [4, 7, 11]",  # MaPLe's own N_CTX (3 here) kept, ours added
         "hyptree.run.dassl_compat hyptree.run.dassl_compat",  # their trainers get the compat layer
     ]
 

@@ -25,13 +25,7 @@ from dassl.utils import load_checkpoint
 
 from hyptree.eval import TRAIN_LOG_FILE, TrainLog, evaluate, format_metrics
 from hyptree.model.loading import load_clip
-from hyptree.run.checkpoints import (
-    config_difference,
-    config_text,
-    find_resumable,
-    remove_stale_temporaries,
-    save_checkpoint,
-)
+from hyptree.run.checkpoints import checkpoint_state, resumable_checkpoints, save_checkpoint
 from hyptree.run.config import configure_for_trainer
 from hyptree.run.factory import build_model
 from hyptree.run.logs import route_logging
@@ -45,7 +39,6 @@ from hyptree.run.training import (
     loss_summary,
     resolve_precision,
 )
-from hyptree.tree.cutfiles import load_protect_cuts
 from hyptree.utils.files import atomic_write_text
 
 CHECKPOINT_NAME = "learnable"  # checkpoints: OUTPUT_DIR/learnable/model.pth.tar-N
@@ -131,10 +124,12 @@ class HierTrainer(TrainerX):
         self.lr_per_iteration = h.SCHEDULE == "official_per_iteration"
         self.register_model(CHECKPOINT_NAME, self.learnable, self.optim, self.sched)
         self.scaler = grad_scaler(self.precision, self.device)
-        self.cuts = evaluation_cuts_for(cfg, self.taxonomy, getattr(dataset, "full_taxonomy", None))
-        reference_cuts = getattr(getattr(dataset, "hier", None), "cuts_file", "")
-        if reference_cuts and not h.EVAL.CUTS_FILE:  # SUBSAMPLE_SPLIT reference: the official cut file
-            self.cuts = load_protect_cuts(reference_cuts, self.taxonomy)
+        self.cuts = evaluation_cuts_for(
+            cfg,
+            self.taxonomy,
+            getattr(dataset, "full_taxonomy", None),
+            reference_cuts=getattr(getattr(dataset, "hier", None), "cuts_file", ""),
+        )
         self.evaluated_epoch = None  # epochs of training behind the current weights
         self.model_dir = None  # --model-dir of an evaluation-only run; None if trained here
         self.train_log = None
@@ -199,47 +194,18 @@ class HierTrainer(TrainerX):
 
     # ------------------------------------------------------------------ checkpoints
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        """Dassl's checkpoint files, written atomically (``hyptree.run.checkpoints``), with
-        the run's options (``config``) so a resume can refuse changed ones."""
-        options = config_text(self.cfg)
+        """Dassl's checkpoint files, written atomically, with the run's options."""
         for name in self.get_model_names():
-            optim, sched = self._optims[name], self._scheds[name]
-            state = {
-                "state_dict": self._models[name].state_dict(),
-                "epoch": epoch + 1,
-                "optimizer": None if optim is None else optim.state_dict(),
-                "scheduler": None if sched is None else sched.state_dict(),
-                "val_result": val_result,
-                "config": options,
-            }
+            model, optim, sched = self._models[name], self._optims[name], self._scheds[name]
+            state = checkpoint_state(model, optim, sched, epoch, val_result, self.cfg)
             save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
 
     def resume_model_if_exist(self, directory):
-        """Resume from the newest intact checkpoint (torn, empty or unreadable files and a
-        missing or empty pointer are skipped, with a note); refuse changed options."""
-        found = {}
-        for name in self.get_model_names():
-            folder = osp.join(directory, name)
-            if not osp.isdir(folder):
-                print("No checkpoint found, train from scratch")
-                return 0
-            remove_stale_temporaries(folder)
-            path, ckpt, notes = find_resumable(folder)
-            for note in notes:
-                print(f"Resume: {note}")
-            if path is None:
-                print(f"No intact checkpoint in {folder}, train from scratch")
-                return 0
-            found[name] = (path, ckpt)
-        current = config_text(self.cfg)
-        for path, ckpt in found.values():
-            if "config" in ckpt and ckpt["config"] != current:
-                diff = config_difference(ckpt["config"], current)
-                if diff:
-                    raise ValueError(
-                        f"{path} was trained with other options; refusing to resume with changed options "
-                        f"(start a new --output-dir, or go back to the saved ones):\n  " + "\n  ".join(diff)
-                    )
+        """Resume from the newest intact checkpoint; refuse changed options."""
+        folders = {name: osp.join(directory, name) for name in self.get_model_names()}
+        found = resumable_checkpoints(folders, self.cfg)
+        if found is None:
+            return 0
         print(f"Found checkpoint at {directory} (will resume training)")
         start_epoch = 0
         for name, (path, ckpt) in found.items():

@@ -165,3 +165,46 @@ def config_difference(saved: str, current: str) -> list[str]:
         for k in sorted(set(a) | set(b))
         if a.get(k, missing) != b.get(k, missing)
     ]
+
+
+def checkpoint_state(model, optim, sched, epoch: int, val_result, cfg) -> dict:
+    """What Dassl's ``save_model`` stores for one registered module, plus the run's options."""
+    return {
+        "state_dict": model.state_dict(),
+        "epoch": epoch + 1,
+        "optimizer": None if optim is None else optim.state_dict(),
+        "scheduler": None if sched is None else sched.state_dict(),
+        "val_result": val_result,
+        "config": config_text(cfg),
+    }
+
+
+def resumable_checkpoints(folders: dict, cfg, log=print) -> dict | None:
+    """``{name: (path, checkpoint)}``: the newest intact checkpoint of every module folder.
+
+    None (train from scratch) when a folder is missing or holds no intact checkpoint. Torn,
+    empty or unreadable files and a missing or empty pointer are skipped, each with a note.
+    Raises ``ValueError`` listing the keys when a checkpoint was trained with other options.
+    """
+    found = {}
+    for name, folder in folders.items():
+        if not os.path.isdir(folder):
+            log("No checkpoint found, train from scratch")
+            return None
+        remove_stale_temporaries(folder)
+        path, ckpt, notes = find_resumable(folder)
+        for note in notes:
+            log(f"Resume: {note}")
+        if path is None:
+            log(f"No intact checkpoint in {folder}, train from scratch")
+            return None
+        found[name] = (path, ckpt)
+    current = config_text(cfg)
+    for path, ckpt in found.values():
+        diff = config_difference(ckpt["config"], current) if ckpt.get("config", current) != current else []
+        if diff:
+            raise ValueError(
+                f"{path} was trained with other options; refusing to resume with changed options "
+                f"(start a new --output-dir, or go back to the saved ones):\n  " + "\n  ".join(diff)
+            )
+    return found

@@ -37,8 +37,11 @@ __all__ = [
 VOLATILE_KEYS = ("OUTPUT_DIR", "RESUME", "SEED", "DATASET.ROOT", "VERBOSE")
 
 
-def evaluation_cuts_for(cfg, taxonomy: Taxonomy, full_taxonomy: Taxonomy | None = None):
+def evaluation_cuts_for(cfg, taxonomy: Taxonomy, full_taxonomy: Taxonomy | None = None, reference_cuts: str = ""):
     """The MTA cuts of a run, from ``cfg.TRAINER.HYPTREE.EVAL``.
+
+    ``reference_cuts``: the official cut file of a ``SUBSAMPLE_SPLIT reference`` sub-tree,
+    used unless ``CUTS_FILE`` names another.
 
     ``CUTS_FILE`` set: ``.json`` is read with :func:`~hyptree.tree.cutfiles.load_cuts`, ``.pkl``,
     ``.pth``, ``.pt`` with :func:`~hyptree.tree.cutfiles.load_protect_cuts`. A file written for
@@ -49,6 +52,8 @@ def evaluation_cuts_for(cfg, taxonomy: Taxonomy, full_taxonomy: Taxonomy | None 
     (:func:`~hyptree.tree.cuts.evaluation_cuts`). Returns node-id tuples of ``taxonomy``.
     """
     e = cfg.TRAINER.HYPTREE.EVAL
+    if reference_cuts and not e.CUTS_FILE:
+        return load_protect_cuts(reference_cuts, taxonomy)
     path = os.path.expanduser(str(e.CUTS_FILE or ""))
     if not path:
         return evaluation_cuts(taxonomy, int(e.NUM_CUTS), int(e.CUT_SEED), tuple(e.CUT_RATES))
