@@ -105,3 +105,38 @@ def test_toy_bad_arguments(tmp_path):
         toy.make_toy_dataset(str(tmp_path), image_size=4)
     with pytest.raises(ValueError, match="unknown toy class"):
         toy.render_toy_image("hexagon", "red", "plain", np.random.default_rng(0))
+
+
+def _make(root, log):
+    from hyptree.data import toy as T
+
+    calls = []
+    real = T._generate
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    T._generate = counting
+    d = T.make_toy_dataset(root, n_train=3, n_val=1, n_test=2)
+    with open(log, "a") as f:
+        f.write(f"{len(calls)} {len(d.train) + len(d.val) + len(d.test)}\n")
+
+
+def test_two_first_uses_at_once_build_one_complete_set(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    log = str(tmp_path / "log")
+    procs = [ctx.Process(target=_make, args=(str(tmp_path / "data"), log)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    rows = sorted(open(log).read().split("\n")[:-1])
+    n = len(toy.toy_classes()) * 6
+    assert rows == [f"0 {n}", f"1 {n}"]  # one process generated, the other found it complete
+    folder = tmp_path / "data" / toy.TOY_DIR / "images"
+    assert sum(len(files) for _, _, files in os.walk(folder)) == n
+    assert not [x for x in os.listdir(tmp_path / "data") if x.endswith((".tmp", ".old"))]

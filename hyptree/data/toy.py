@@ -32,6 +32,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 
 import numpy as np
 
@@ -46,7 +47,7 @@ from hyptree.data.common import (
     write_coop_split,
 )
 from hyptree.tree.io import read_paths_file
-from hyptree.utils.files import atomic_open, atomic_write_bytes, atomic_write_json
+from hyptree.utils.files import atomic_open, atomic_write_bytes, atomic_write_json, file_lock
 
 __all__ = [
     "LAYOUTS",
@@ -160,12 +161,12 @@ def make_toy_dataset(
     image_dir = os.path.join(dataset_dir, "images")
     marker = os.path.join(dataset_dir, COMPLETE_MARKER)
     split_json = os.path.join(dataset_dir, TOY_SPLIT)
-    current = None
-    if os.path.isfile(marker):
-        with open(marker, encoding="utf-8") as f:
-            current = json.load(f)
-    if current != params:
-        _generate(dataset_dir, image_dir, split_json, marker, params)
+    if _params_of(marker) != params:
+        # build once under a lock, in a private folder renamed into place when complete:
+        # two first uses at once never see (or leave) a half-written set
+        with file_lock(dataset_dir):
+            if _params_of(marker) != params:
+                _publish(dataset_dir, params)
     splits = read_coop_split(split_json, image_dir)
     classnames = [_leaf_name(*c) for c in toy_classes()]
     return SplitData(
@@ -173,13 +174,39 @@ def make_toy_dataset(
     )
 
 
+def _params_of(marker: str):
+    """The generation parameters a complete toy folder was made with (None: not complete)."""
+    if not os.path.isfile(marker):
+        return None
+    with open(marker, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _publish(dataset_dir: str, params: dict) -> None:
+    """Generate into a temporary sibling folder, then swap it in with renames."""
+    parent = os.path.dirname(os.path.abspath(dataset_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{TOY_DIR}.", suffix=".tmp")
+    try:
+        _generate(
+            tmp, os.path.join(tmp, "images"), os.path.join(tmp, TOY_SPLIT), os.path.join(tmp, COMPLETE_MARKER), params
+        )
+        if os.path.lexists(dataset_dir):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{TOY_DIR}.", suffix=".old")
+            os.rename(dataset_dir, os.path.join(old, "set"))
+            os.rename(tmp, dataset_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, dataset_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _generate(dataset_dir: str, image_dir: str, split_json: str, marker: str, params: dict) -> None:
+    """Write the whole set into ``dataset_dir`` (a fresh private folder, see :func:`_publish`)."""
     from PIL import Image
 
-    if os.path.exists(marker):
-        os.remove(marker)
-    if os.path.isdir(image_dir):
-        shutil.rmtree(image_dir)
     classes = toy_classes()
     splits: dict[str, list[Item]] = {s: [] for s in _SPLITS}
     for split_id, split in enumerate(_SPLITS):
