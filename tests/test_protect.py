@@ -126,3 +126,20 @@ def test_index_tables_cached_and_errors():
         leaf_loss(t, s, y + t.num_classes)
     with pytest.raises(ValueError, match="invalid cut"):
         tree_cut_loss(t, s, y, (int(t.leaves[0]),))  # covers one class only
+
+
+def test_tree_tables_move_every_tensor_and_cache_the_copy():
+    """``on(device)`` (shared by ProTeCtIndex and the decode tables): tensors, tensor lists and
+    nested tables move; the copy is cached; the CPU tables are themselves on the CPU."""
+    from hyptree.eval.decode import DecodeTables
+
+    t = Taxonomy.from_paths(["a/b/x", "a/y", "c/z/w", "c/v"])
+    idx = ProTeCtIndex.of(t)
+    assert idx.on("cpu") is idx
+    meta = idx.on("meta")
+    assert meta is idx.on("meta") and meta is not idx
+    assert meta.child_ids.device.type == "meta" and meta.child_ids.shape == idx.child_ids.shape
+    assert all(c.device.type == "meta" for c in meta.level_cuts)
+    assert meta.num_nodes == idx.num_nodes and meta.taxonomy is t
+    dec = DecodeTables.of(t).on("meta")
+    assert dec.index is meta and dec.row_of.device.type == "meta"

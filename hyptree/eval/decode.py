@@ -22,13 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hyptree.tree.index import ProTeCtIndex
+from hyptree.tree.index import ProTeCtIndex, TreeTables
 from hyptree.tree.taxonomy import Taxonomy
 
 __all__ = ["DecodeTables", "top_down", "sibling_probs", "decode", "Decision", "path_of", "decision_records"]
 
 
-class DecodeTables:
+class DecodeTables(TreeTables):
     """Per-taxonomy tables (CPU tensors, ``on(device)`` for a cached copy).
 
     * ``row_of (num_nodes,)``: internal-node row (``ProTeCtIndex`` order) of each node, -1 for leaves;
@@ -48,29 +48,6 @@ class DecodeTables:
         self.class_of = torch.as_tensor(class_of)
         self.paths = torch.as_tensor(np.where(mask, paths, 0))
         self.mask = torch.as_tensor(mask)
-        self._on: dict = {}
-
-    @classmethod
-    def of(cls, taxonomy: Taxonomy) -> DecodeTables:
-        cache = taxonomy._cache
-        if "decode_tables" not in cache:
-            cache["decode_tables"] = cls(taxonomy)
-        return cache["decode_tables"]
-
-    def on(self, device) -> DecodeTables:
-        device = torch.device(device)
-        if device.type == "cpu":
-            return self
-        key = str(device)
-        if key not in self._on:
-            other = object.__new__(DecodeTables)
-            other.taxonomy = self.taxonomy
-            other.index = self.index.on(device)
-            for f in ("row_of", "class_of", "paths", "mask"):
-                setattr(other, f, getattr(self, f).to(device))
-            other._on = {}
-            self._on[key] = other
-        return self._on[key]
 
 
 def _check(taxonomy: Taxonomy, scores: torch.Tensor) -> None:

@@ -13,10 +13,49 @@ import torch
 from hyptree.tree.cuts import cut_targets, level_cut
 from hyptree.tree.taxonomy import Taxonomy
 
-__all__ = ["ProTeCtIndex", "path_child_scores", "check_scores"]
+__all__ = ["TreeTables", "ProTeCtIndex", "path_child_scores", "check_scores"]
 
 
-class ProTeCtIndex:
+class TreeTables:
+    """Tables of a taxonomy built once (``of``: cached on the taxonomy) on the CPU, and
+    copied to a device on demand (``on``: cached too). A subclass builds its tensors in
+    ``__init__(taxonomy)``; ``on`` copies every tensor attribute, list of tensors and nested
+    ``TreeTables``, and shares the rest."""
+
+    @classmethod
+    def of(cls, taxonomy: Taxonomy):
+        """The tables of ``taxonomy``, built once and cached on it."""
+        cache = taxonomy._cache
+        if cls.__qualname__ not in cache:
+            cache[cls.__qualname__] = cls(taxonomy)
+        return cache[cls.__qualname__]
+
+    def on(self, device):
+        """A copy of the tables on ``device`` (cached; the CPU tables themselves on the CPU)."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self
+        copies = self.__dict__.setdefault("_on", {})
+        if str(device) not in copies:
+            other = object.__new__(type(self))
+            for name, value in self.__dict__.items():
+                if name != "_on":
+                    other.__dict__[name] = _to_device(value, device)
+            copies[str(device)] = other
+        return copies[str(device)]
+
+
+def _to_device(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, TreeTables):
+        return value.on(device)
+    if isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
+        return [v.to(device) for v in value]
+    return value
+
+
+class ProTeCtIndex(TreeTables):
     """Index tables of a taxonomy for batched per-node classification.
 
     Attributes (CPU int64/bool tensors; `on(device)` gives a cached copy on a device):
@@ -61,35 +100,6 @@ class ProTeCtIndex:
         levels = [level_cut(taxonomy, d) for d in range(1, taxonomy.height + 1)]
         self.level_cuts = [torch.as_tensor(np.asarray(c, dtype=np.int64)) for c in levels]
         self.level_targets = [torch.as_tensor(cut_targets(taxonomy, c)) for c in levels]
-        self._on: dict = {}
-
-    _FIELDS = ("leaves", "internal", "child_ids", "child_valid", "step_rows", "step_targets", "step_mask")
-
-    @classmethod
-    def of(cls, taxonomy: Taxonomy) -> ProTeCtIndex:
-        """The index of ``taxonomy``, built once and cached on it."""
-        cache = taxonomy._cache
-        if "protect_index" not in cache:
-            cache["protect_index"] = cls(taxonomy)
-        return cache["protect_index"]
-
-    def on(self, device) -> ProTeCtIndex:
-        """A view of the tables on ``device`` (cached)."""
-        device = torch.device(device)
-        if device.type == "cpu":
-            return self
-        key = str(device)
-        if key not in self._on:
-            other = object.__new__(ProTeCtIndex)
-            other.taxonomy = self.taxonomy
-            other.num_nodes = self.num_nodes
-            for f in self._FIELDS:
-                setattr(other, f, getattr(self, f).to(device))
-            other.level_cuts = [t.to(device) for t in self.level_cuts]
-            other.level_targets = [t.to(device) for t in self.level_targets]
-            other._on = {}
-            self._on[key] = other
-        return self._on[key]
 
 
 def check_scores(idx: ProTeCtIndex, scores: torch.Tensor, labels: torch.Tensor) -> None:
