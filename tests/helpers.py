@@ -30,3 +30,11 @@ def make_model(taxonomy, backbone="maple", preset="hyptree", **hyptree_keys):
         cfg.merge_from_list([f"TRAINER.HYPTREE.{key}", value])
     torch.manual_seed(0)
     return build_model(cfg, tiny_clip(seed=0), taxonomy)
+
+
+# the keys every results.json record has (the schema in docs/training.md)
+RECORD_KEYS = {
+    "metrics", "split", "tree", "dataset", "num_shots", "subsample", "trainer", "backbone", "preset",
+    "curvature_mode", "cross", "image_tree", "pass_through", "seed", "config_hash", "epoch", "model_dir",
+    "output_dir", "taxonomy", "taxonomy_source", "curvatures", "time",
+}  # fmt: skip

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import LINES, make_model
+from helpers import LINES, RECORD_KEYS, make_model
 
 from hyptree.eval.evaluate import evaluate
 from hyptree.eval.metrics import hierarchical_metrics
@@ -128,32 +128,6 @@ def test_vanilla_embeddings_share_the_final_feature_and_have_no_curvature(taxono
     assert math.isnan(emb["curv_inter"])
 
 
-KEYS = {
-    "metrics",
-    "split",
-    "tree",
-    "dataset",
-    "num_shots",
-    "subsample",
-    "trainer",
-    "backbone",
-    "preset",
-    "curvature_mode",
-    "cross",
-    "image_tree",
-    "pass_through",
-    "seed",
-    "config_hash",
-    "epoch",
-    "model_dir",
-    "output_dir",
-    "taxonomy",
-    "taxonomy_source",
-    "curvatures",
-    "time",
-}
-
-
 def test_write_run_files_parse_back(taxonomy, tmp_path):
     model = make_model(taxonomy)
     x, y = data(7)
@@ -176,7 +150,7 @@ def test_write_run_files_parse_back(taxonomy, tmp_path):
     )
     paths = write_run(str(tmp_path / "run"), rec, taxonomy, cuts, emb)
     back = json.load(open(paths["results"]))
-    assert KEYS <= set(back)
+    assert RECORD_KEYS <= set(back)
     assert back["metrics"]["LA"] == pytest.approx(metrics["LA"])
     assert back["metrics"]["depth_acc"] == pytest.approx(metrics["depth_acc"])
     assert (back["split"], back["tree"], back["epoch"], back["model_dir"]) == ("test", "base", 3, "/ckpt")

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import RECORD_KEYS
 
 pytestmark = pytest.mark.dassl
 pytest.importorskip("dassl")
@@ -99,32 +100,6 @@ def results(folder):
 
 def checkpoint(folder, epoch):
     return torch.load(os.path.join(folder, "learnable", f"model.pth.tar-{epoch}"), map_location="cpu")
-
-
-RECORD_KEYS = {
-    "metrics",
-    "split",
-    "tree",
-    "dataset",
-    "num_shots",
-    "subsample",
-    "trainer",
-    "backbone",
-    "preset",
-    "curvature_mode",
-    "cross",
-    "image_tree",
-    "pass_through",
-    "seed",
-    "config_hash",
-    "epoch",
-    "model_dir",
-    "output_dir",
-    "taxonomy",
-    "taxonomy_source",
-    "curvatures",
-    "time",
-}
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)
