@@ -201,3 +201,10 @@ def test_function_sizes():
                 if n > MAX_FUNCTION_LINES and not any("# long:" in line for line in body):
                     long_.append(f"{module}.{node.name} ({n} lines, line {node.lineno})")
     assert not long_, f"functions over {MAX_FUNCTION_LINES} lines without a '# long:' reason:\n" + "\n".join(long_)
+
+
+def test_the_light_preset_list_matches_its_owner():
+    from hyptree.loss.objective import PRESETS
+    from hyptree.run import runlist
+
+    assert runlist._PRESETS == PRESETS

@@ -91,10 +91,22 @@ class Run:
         return [self.train_py, *self.flags, *extra, *self.opts]
 
 
+# the presets (hyptree.loss.objective.PRESETS), written here so the scripts' helper starts without torch
+_PRESETS = ("vanilla", "protect", "hyptree")
+
+
 def _check(s: Settings) -> None:
     if not os.path.isfile(s.train_py):
         raise SetupError(
             f"{s.train_py} not found in {os.getcwd()}; run the script from the repository root (or set TRAIN_PY)"
+        )
+    if s.preset not in _PRESETS:
+        raise SetupError(f"PRESET={s.preset} (TRAINER.HYPTREE.PRESET) is not a preset; choices: {' '.join(_PRESETS)}")
+    if not os.path.isdir(os.path.join(s.trainer_configs, s.trainer)):
+        have = sorted(os.listdir(s.trainer_configs)) if os.path.isdir(s.trainer_configs) else []
+        raise SetupError(
+            f"TRAINER={s.trainer} has no config folder {os.path.join(s.trainer_configs, s.trainer)}; "
+            f"available trainers: {' '.join(d for d in have if os.path.isdir(os.path.join(s.trainer_configs, d)))}"
         )
     if not os.path.isfile(s.trainer_cfg):
         folder = os.path.join(s.trainer_configs, s.trainer)
