@@ -50,7 +50,7 @@ def run(env, trainer, out, *extra, subsample="base", opts=()):
         "--trainer",
         trainer,
         "--dataset-config-file",
-        os.path.join(ROOT, "configs/datasets/toy.yaml"),
+        os.path.join(ROOT, "configs/datasets/toy_hier.yaml"),
         "--config-file",
         os.path.join(ROOT, f"configs/trainers/{trainer}/tiny_cpu.yaml"),
         "--output-dir",

@@ -26,6 +26,7 @@ from hyptree.model.loading import load_clip
 from hyptree.run.config import configure_for_trainer
 from hyptree.run.factory import build_model
 from hyptree.run.records import evaluation_cuts_for, write_evaluation
+from hyptree.run.toyclip import clip_source
 from hyptree.run.training import (
     autocast,
     build_lr_scheduler,
@@ -65,7 +66,7 @@ class HierTrainer(TrainerX):
         self.tree = str(getattr(dataset, "tree", cfg.DATASET.SUBSAMPLE_CLASSES))
         self.taxonomy_source = str(getattr(dataset, "taxonomy_source", ""))
         self.precision = resolve_precision(cfg.TRAINER[self.PREC_KEY].PREC, self.device)
-        weights = h.CLIP_PATH or cfg.MODEL.BACKBONE.NAME
+        weights = clip_source(cfg)  # CLIP_PATH, the toy default, or MODEL.BACKBONE.NAME
         print(f"Loading CLIP {weights} ({self.precision}, {self.device})")
         clip_model = load_clip(weights, device=self.device, precision=self.precision)
         print(

@@ -3,7 +3,7 @@
 # Environment (all optional; MaPLe's script variables, read from the environment):
 #   TRAINER          trainer name                        (MaPLeHypTree)
 #   PRESET           vanilla | protect | hyptree         (hyptree)
-#   CFG              configs/trainers/$TRAINER/$CFG.yaml (= $PRESET)
+#   CFG              configs/trainers/$TRAINER/$CFG.yaml (= $PRESET; tiny_cpu for DATASET toy*)
 #   DATA             dataset root (train.py --root)      (./data)
 #   SHOTS            shots per class                     (16)
 #   OUT              output root                         (output)
@@ -21,6 +21,7 @@ set -euo pipefail
 
 TRAINER=${TRAINER:-MaPLeHypTree}
 PRESET=${PRESET:-hyptree}
+CFG_GIVEN=${CFG:+1}
 CFG=${CFG:-$PRESET}
 DATA=${DATA:-./data}
 SHOTS=${SHOTS:-16}
@@ -37,9 +38,13 @@ if [ -z "${DATASET_CONFIGS:-}" ]; then
         DATASET_CONFIGS=configs/datasets
     fi
 fi
-if [ -z "${RUN_NAME:-}" ]; then
-    if [ "$CFG" = "$PRESET" ]; then RUN_NAME=$CFG; else RUN_NAME=${CFG}_${PRESET}; fi
-fi
+hyptree_run_name() {
+    if [ -z "${RUN_NAME_GIVEN:-}" ]; then
+        if [ "$CFG" = "$PRESET" ]; then RUN_NAME=$CFG; else RUN_NAME=${CFG}_${PRESET}; fi
+    fi
+}
+RUN_NAME_GIVEN=${RUN_NAME:+1}
+hyptree_run_name
 
 hyptree_die() {
     echo "error: $*" >&2
@@ -65,6 +70,11 @@ hyptree_parse_seeds() {
 
 # Checks and the option lists every run gets; sets TRAINER_CFG, BASE_OPTS.
 hyptree_setup() {
+    # the toy datasets default to the tiny CPU config (their default CLIP is a 32 px tiny one)
+    if [ -z "$CFG_GIVEN" ] && [[ "${DATASET:-}" == toy* ]]; then
+        CFG=tiny_cpu
+        hyptree_run_name
+    fi
     [ -f "$TRAIN_PY" ] || hyptree_die "$TRAIN_PY not found in $PWD; run the script from the repository root (or set TRAIN_PY)"
     [[ "$SHOTS" =~ ^[0-9]+$ ]] || hyptree_die "SHOTS must be an integer, got '$SHOTS'"
     TRAINER_CFG=${TRAINER_CONFIGS}/${TRAINER}/${CFG}.yaml
