@@ -183,7 +183,7 @@ def pretrain_toy_clip(spec: PretrainSpec = DEFAULT_SPEC, progress: bool = True, 
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     return model.eval(), losses
 
