@@ -1,6 +1,7 @@
 """ToyWorld's tree and images, and the tiny CLIP pretraining on its captions."""
 
 import os
+import time
 
 import numpy as np
 import torch
@@ -53,3 +54,70 @@ def test_pretraining_lowers_the_contrastive_loss():
     spec = toyclip.PretrainSpec(steps=12, batch=32, pool=256, lr=3e-3)
     _, losses = toyclip.pretrain_toy_clip(spec, progress=False)
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
+
+
+TINY = toyclip.PretrainSpec(vision_layers=1, text_layers=1, steps=3, batch=16, pool=48)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_cached_model_loads_and_equals_a_fresh_pretraining(tmp_path, monkeypatch):
+    from hyptree.model.loading import load_clip
+
+    path = toyclip.toy_clip_path(str(tmp_path), TINY, progress=False)
+    assert os.path.dirname(path) == str(tmp_path / toyclip.TOY_CLIP_DIR) and TINY.tag() in path
+    fresh, _ = toyclip.pretrain_toy_clip(TINY, progress=False)
+    cached = _state(load_clip(path))
+    want = _state(fresh)
+    assert cached.keys() == want.keys()
+    for k in want:
+        assert torch.equal(cached[k], want[k]), k
+    # trained rows of the token embedding were written back; the others are tiny_clip's init
+    from hyptree.model.loading import tiny_clip
+
+    init = tiny_clip(embed_dim=64, vision_layers=1, transformer_width=64, transformer_heads=1, transformer_layers=1)
+    changed = (want["token_embedding.weight"] != init.token_embedding.weight).any(1)
+    assert 0 < int(changed.sum()) < 200
+    # a second use reads the cache: no pretraining
+    monkeypatch.setattr(toyclip, "pretrain_toy_clip", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rebuilt")))
+    assert toyclip.toy_clip_path(str(tmp_path), TINY, progress=False) == path
+
+
+def _first_use(root, events):
+    """A child process's first use of the cache; the build is slowed so the two overlap."""
+    real = toyclip.pretrain_toy_clip
+
+    def slow(*args, **kw):
+        events.put("built")
+        time.sleep(1.0)
+        return real(*args, **kw)
+
+    toyclip.pretrain_toy_clip = slow
+    events.put(toyclip.toy_clip_path(root, TINY, progress=False))
+
+
+def test_two_processes_on_first_use_make_one_complete_cache(tmp_path):
+    import multiprocessing
+
+    from hyptree.model.loading import load_clip
+
+    ctx = multiprocessing.get_context("fork")  # the children share the imports: no 10 s start
+    events = ctx.Queue()
+    procs = [ctx.Process(target=_first_use, args=(str(tmp_path), events)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    got = [events.get(timeout=5) for _ in range(3)]
+    assert got.count("built") == 1, got  # one process built, the other waited for it
+    paths = {g for g in got if g != "built"}
+    assert len(paths) == 1
+    path = paths.pop()
+    folder = tmp_path / toyclip.TOY_CLIP_DIR
+    assert sorted(f for f in os.listdir(folder) if not f.endswith(".lock")) == [os.path.basename(path)]
+    fresh, _ = toyclip.pretrain_toy_clip(TINY, progress=False)
+    cached = load_clip(path).state_dict()
+    assert all(torch.equal(cached[k], v) for k, v in fresh.state_dict().items())

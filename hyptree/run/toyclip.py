@@ -61,10 +61,16 @@ class PretrainSpec:
     text_width: int = 64
     text_layers: int = 2
     steps: int = 300
-    batch: int = 96
-    lr: float = 4e-3
+    batch: int = 128
+    lr: float = 2e-3
+    warmup: float = 0.05  # share of the steps with a linear warm-up (then cosine decay)
+    weight_decay: float = 0.05
+    clip_grad: float = 0.0  # gradient-norm clip (0: none)
+    learn_scale: bool = False  # learn CLIP's logit scale (from 1/0.07, at most 100)
     pool: int = 12000
-    full_caption: float = 0.5  # share of captions naming every attribute (the leaf)
+    full_caption: float = 0.0  # share of captions naming every attribute (the leaf); others uniform
+    hard: float = 0.0  # share of each batch drawn from one shape's subtree (siblings in the batch)
+    flip: bool = True  # random horizontal flips
     seed: int = 0
 
     def tag(self) -> str:
@@ -94,15 +100,17 @@ def captions_for(cls: tuple[str, str, str, str]) -> list[tuple[str, frozenset]]:
     return out
 
 
-def encode_text_short(model, tokens: torch.Tensor) -> torch.Tensor:
+def encode_text_short(model, tokens: torch.Tensor, embed=None) -> torch.Tensor:
     """``model.encode_text`` on the first ``L`` token positions only (``L`` = longest caption).
 
     The text mask is causal, so the end-of-text feature never sees later positions: this
-    equals the full 77-position result at a fraction of the cost.
+    equals the full 77-position result at a fraction of the cost. ``embed``: the token
+    embedding to use (default ``model.token_embedding``; pretraining passes a compact copy
+    of the rows its captions use).
     """
     length = int(tokens.argmax(-1).max()) + 1
     tokens = tokens[:, :length]
-    x = model.token_embedding(tokens) + model.positional_embedding[:length]
+    x = (embed or model.token_embedding)(tokens) + model.positional_embedding[:length]
     mask = model.build_attention_mask()[:length, :length].to(x.device)
     x = x.permute(1, 0, 2)
     for blk in model.transformer.resblocks:
@@ -111,6 +119,31 @@ def encode_text_short(model, tokens: torch.Tensor) -> torch.Tensor:
         x = x + blk.mlp(blk.ln_2(x))
     x = model.ln_final(x.permute(1, 0, 2))
     return x[torch.arange(x.shape[0]), tokens.argmax(-1)] @ model.text_projection
+
+
+class _CompactEmbedding(torch.nn.Module):
+    """The rows of a token embedding that a caption set uses, trained in place of the
+    49408-row table (whose dense gradient and optimiser update dominate a tiny model's step).
+
+    Keeps token order (CLIP finds the end-of-text token as the largest id), so it can stand
+    in for the full table on tokens remapped by :meth:`compact`; :meth:`write_back` copies
+    the trained rows into the model.
+    """
+
+    def __init__(self, table: torch.nn.Embedding, tokens: torch.Tensor):
+        super().__init__()
+        self.ids = torch.unique(tokens)  # sorted: order kept
+        self.weight = torch.nn.Parameter(table.weight.detach()[self.ids].clone())
+
+    def compact(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(self.ids, tokens)
+
+    def forward(self, tokens):
+        return F.embedding(tokens, self.weight)
+
+    @torch.no_grad()
+    def write_back(self, table: torch.nn.Embedding) -> None:
+        table.weight[self.ids] = self.weight
 
 
 def _to_input(images: np.ndarray) -> torch.Tensor:
@@ -137,6 +170,51 @@ def _caption_table(classes):
     return clip.tokenize(texts), per_class, fits
 
 
+def _new_model(spec: PretrainSpec):
+    return tiny_clip(
+        embed_dim=spec.embed_dim,
+        vision_width=spec.vision_width,
+        vision_layers=spec.vision_layers,
+        vision_patch_size=spec.patch,
+        transformer_width=spec.text_width,
+        transformer_heads=max(1, spec.text_width // 64),
+        transformer_layers=spec.text_layers,
+        seed=spec.seed,
+    ).train()
+
+
+class _Batches:
+    """Seeded batches of ``(pool indices, caption indices)``.
+
+    A caption is the leaf's full one with probability ``spec.full_caption``, else any of
+    its captions. A share ``spec.hard`` of each batch comes from one random shape's subtree,
+    so siblings that differ in one fine attribute meet as negatives.
+    """
+
+    def __init__(self, spec: PretrainSpec, labels: torch.Tensor, per_class: torch.Tensor, classes):
+        self.spec, self.labels, self.per_class = spec, labels, per_class
+        self.gen = torch.Generator().manual_seed(spec.seed)
+        shapes = sorted({c[0] for c in classes})
+        self.by_shape = [
+            torch.nonzero(torch.tensor([classes[y][0] == s for y in labels.tolist()]))[:, 0] for s in shapes
+        ]
+
+    def __call__(self):
+        spec, gen, n = self.spec, self.gen, self.spec.batch
+        hard = int(round(spec.hard * n))
+        idx = torch.randint(0, len(self.labels), (n - hard,), generator=gen)
+        if hard:
+            group = self.by_shape[int(torch.randint(0, len(self.by_shape), (1,), generator=gen))]
+            idx = torch.cat([group[torch.randint(0, len(group), (hard,), generator=gen)], idx])
+        lab = self.labels[idx]
+        width = self.per_class.shape[1]
+        pick = torch.randint(0, width, (n,), generator=gen)
+        full = torch.randint(width - len(TEMPLATES), width, (n,), generator=gen)
+        pick = torch.where(torch.rand(n, generator=gen) < spec.full_caption, full, pick)
+        flip = (torch.rand(n, generator=gen) < 0.5) & spec.flip
+        return idx, lab, self.per_class[lab, pick], flip
+
+
 def pretrain_toy_clip(spec: PretrainSpec = DEFAULT_SPEC, progress: bool = True, log=None):
     """Pretrain a tiny CLIP on ToyWorld samples; returns ``(model in eval mode, losses per step)``."""
     from tqdm import tqdm
@@ -144,54 +222,49 @@ def pretrain_toy_clip(spec: PretrainSpec = DEFAULT_SPEC, progress: bool = True, 
     classes = toy_world.world_classes()
     with torch.random.fork_rng(devices=[]), _deterministic():
         torch.manual_seed(spec.seed)
-        model = tiny_clip(
-            embed_dim=spec.embed_dim,
-            vision_width=spec.vision_width,
-            vision_layers=spec.vision_layers,
-            vision_patch_size=spec.patch,
-            transformer_width=spec.text_width,
-            transformer_heads=max(1, spec.text_width // 64),
-            transformer_layers=spec.text_layers,
-            seed=spec.seed,
-        ).train()
+        model = _new_model(spec)
         images, labels = toy_world.sample_world(spec.pool, seed=1000 + spec.seed, progress=progress)
         pool = _to_input(images)
         labels = torch.from_numpy(labels)
         tokens, per_class, fits = _caption_table(classes)
-        per_class = torch.tensor(per_class)
-        params = [p for n, p in model.named_parameters() if n != "logit_scale"]
-        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.05)
-        warm = max(1, spec.steps // 20)
+        embed = _CompactEmbedding(model.token_embedding, tokens)
+        tokens = embed.compact(tokens)
+        model.token_embedding.requires_grad_(False)
+        model.logit_scale.requires_grad_(spec.learn_scale)
+        params = [p for p in model.parameters() if p.requires_grad] + [embed.weight]
+        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        warm = max(1, int(spec.warmup * spec.steps))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s, spec.steps) / spec.steps))
         )
-        gen = torch.Generator().manual_seed(spec.seed)
+        batches = _Batches(spec, labels, torch.tensor(per_class), classes)
         losses = []
         bar = tqdm(range(spec.steps), desc="tiny CLIP pretraining", disable=not progress)
         for _ in bar:
-            idx = torch.randint(0, len(pool), (spec.batch,), generator=gen)
-            lab = labels[idx]
-            pick = torch.randint(0, per_class.shape[1], (spec.batch,), generator=gen)
-            full = torch.randint(per_class.shape[1] - len(TEMPLATES), per_class.shape[1], (spec.batch,), generator=gen)
-            pick = torch.where(torch.rand(spec.batch, generator=gen) < spec.full_caption, full, pick)
-            cap = per_class[lab, pick]
+            idx, lab, cap, flip = batches()
             x = pool[idx]
-            flip = torch.rand(spec.batch, generator=gen) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-            loss = _contrastive_loss(model, x, tokens[cap], fits[lab][:, cap])
+            loss = _contrastive_loss(model, x, tokens[cap], fits[lab][:, cap], embed)
             opt.zero_grad()
             loss.backward()
+            if spec.clip_grad:
+                torch.nn.utils.clip_grad_norm_(params, spec.clip_grad)
             opt.step()
             sched.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, np.log(100.0))
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if log is not None:
+                log(len(losses), model, embed)
+        embed.write_back(model.token_embedding)
     return model.eval(), losses
 
 
-def _contrastive_loss(model, images, tokens, fits):
+def _contrastive_loss(model, images, tokens, fits, embed=None):
     """Symmetric InfoNCE over a batch; ``fits[i, j]``: caption ``j`` describes image ``i``."""
     img = F.normalize(model.encode_image(images), dim=-1)
-    txt = F.normalize(encode_text_short(model, tokens), dim=-1)
+    txt = F.normalize(encode_text_short(model, tokens, embed), dim=-1)
     logits = model.logit_scale.exp() * img @ txt.t()
     target = fits.float()
     i2t = -(target / target.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
