@@ -60,7 +60,7 @@ class PretrainSpec:
     patch: int = 8
     text_width: int = 64
     text_layers: int = 2
-    steps: int = 300
+    steps: int = 700
     batch: int = 128
     lr: float = 2e-3
     warmup: float = 0.05  # share of the steps with a linear warm-up (then cosine decay)
@@ -68,7 +68,7 @@ class PretrainSpec:
     clip_grad: float = 0.0  # gradient-norm clip (0: none)
     learn_scale: bool = False  # learn CLIP's logit scale (from 1/0.07, at most 100)
     pool: int = 12000
-    full_caption: float = 0.0  # share of captions naming every attribute (the leaf); others uniform
+    full_caption: float = 0.3  # share of captions naming every attribute (the leaf); others uniform
     hard: float = 0.0  # share of each batch drawn from one shape's subtree (siblings in the batch)
     flip: bool = True  # random horizontal flips
     seed: int = 0
