@@ -121,3 +121,16 @@ def test_two_processes_on_first_use_make_one_complete_cache(tmp_path):
     fresh, _ = toyclip.pretrain_toy_clip(TINY, progress=False)
     cached = load_clip(path).state_dict()
     assert all(torch.equal(cached[k], v) for k, v in fresh.state_dict().items())
+
+
+def test_pretrain_clip_command_writes_the_model_and_reports_its_zero_shot_accuracy(tmp_path, capsys):
+    from hyptree.model.loading import load_clip
+
+    out, data = tmp_path / "m" / "toy_clip.pt", str(tmp_path / "data")
+    argv = ["pretrain-clip", str(out), "--data", data, "--vision-layers", "1", "--text-layers", "1", "--steps", "2"]
+    assert toyclip.main(argv + ["--batch", "8", "--pool", "16", "--flip", "false"]) == 0
+    printed = capsys.readouterr().out
+    d = W.make_world_dataset(data, progress=False)
+    acc = toyclip.zero_shot_accuracy(load_clip(str(out)), d.test, d.classnames)
+    assert f"zero-shot leaf accuracy on the ToyWorld test set {acc:.2f} %" in printed
+    assert "52 classes, chance 1.92 %" in printed

@@ -325,6 +325,12 @@ def clip_source(cfg) -> str:
     return cfg.MODEL.BACKBONE.NAME
 
 
+def _flag(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1")
+
+
 def main(argv=None) -> int:
     """``python -m hyptree toy pretrain-clip OUT.pt [--steps N] [--data DIR]``."""
     import argparse
@@ -335,7 +341,8 @@ def main(argv=None) -> int:
     pre.add_argument("out", help="output file (a torch state dict)")
     pre.add_argument("--data", default="./data", help="data root holding (or receiving) toy_world, for the report")
     for name, value in asdict(DEFAULT_SPEC).items():
-        pre.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        kind = _flag if isinstance(value, bool) else type(value)
+        pre.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, metavar=type(value).__name__.upper())
     args = parser.parse_args(argv)
     spec = PretrainSpec(**{k: getattr(args, k) for k in asdict(DEFAULT_SPEC)})
     start = time.time()
