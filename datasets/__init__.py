@@ -10,7 +10,8 @@
 | ImageNetAHier | imagenet_a | configs/datasets/imagenet_a.yaml |
 | ImageNetRHier | imagenet_r | configs/datasets/imagenet_r.yaml |
 | RareSpecies | rare_species | configs/datasets/rare_species.yaml |
-| ToyHier | toy | configs/datasets/toy.yaml |
+| ToyHier | toy | configs/datasets/toy_hier.yaml |
+| ToyWorld | toy_world | configs/datasets/toy.yaml |
 """
 
 from ._hier import HierDatasetBase, to_datums
@@ -23,6 +24,7 @@ from .imagenetv2_hier import ImageNetV2Hier
 from .rare_species_hier import RareSpecies
 from .sun397_hier import SUN397Hier
 from .toy_hier import ToyHier
+from .toy_world_hier import ToyWorld
 
 REGISTRY_NAMES = {
     "cifar100": "CIFAR100Hier",
@@ -34,6 +36,7 @@ REGISTRY_NAMES = {
     "imagenet_r": "ImageNetRHier",
     "rare_species": "RareSpecies",
     "toy": "ToyHier",
+    "toy_world": "ToyWorld",
 }
 """``hyptree.data.build`` name -> Dassl registry name (= ``DATASET.NAME``).
 

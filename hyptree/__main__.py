@@ -14,6 +14,7 @@ COMMANDS = {
     "taxonomy": ("hyptree.tree.cli", "main", "show / stats / convert a taxonomy source"),
     "results": ("hyptree.eval.results", "main", "collect run folders into mean +- std tables"),
     "clip": ("hyptree.model.loading", "main", "make-tiny: write a random tiny CLIP"),
+    "toy": ("hyptree.run.toyclip", "main", "pretrain-clip: a tiny CLIP pretrained on ToyWorld captions"),
     "protocols": ("hyptree.run.protocols", "main", "helpers of scripts/hyptree/*.sh"),
     "maple": ("hyptree.run.maple_patch", "main", "install HypTree into a MaPLe / PromptSRC checkout"),
     "predict": ("hyptree.run.predict", "main", "a root-to-leaf path per image from a trained run"),

@@ -78,7 +78,7 @@ print("fake train.py wrote", out)
 
 DATASETS = {
     "cifar100": "CIFAR100Hier",
-    "toy": "ToyHier",
+    "toy": "ToyWorld",
     "imagenet": "ImageNetHier",
     "imagenetv2": "ImageNetV2Hier",
     "imagenet_sketch": "ImageNetSketchHier",
@@ -102,7 +102,7 @@ def make_work(tmp_path):
     for trainer in ("MaPLeHypTree", "CoOpHier"):
         d = w / "configs" / "trainers" / trainer
         d.mkdir(parents=True)
-        for cfg in ("vanilla", "protect", "hyptree"):
+        for cfg in ("vanilla", "protect", "hyptree", "tiny_cpu"):
             (d / f"{cfg}.yaml").write_text(f"OPTIM:\n  MAX_EPOCH: 5\nTRAINER:\n  HYPTREE:\n    PRESET: {cfg}\n")
         (d / "sched.yaml").write_text("OPTIM:\n  MAX_EPOCH: 200\n  LR: 0.01\n")
     fake = tmp_path / "fakepython"
@@ -334,12 +334,12 @@ def test_fewshot_layout_and_table(work):
     proc, calls = run_script(work, "fewshot.sh", "toy", "4", "1", "2", "3", PRESET="vanilla")
     assert proc.returncode == 0, proc.stderr
     dirs = [parse_call(c)[0]["--output-dir"] for c in calls]
-    assert dirs == [f"output/fewshot/toy/shots_4/MaPLeHypTree/vanilla/seed{s}" for s in (1, 2, 3)]
+    assert dirs == [f"output/fewshot/toy/shots_4/MaPLeHypTree/tiny_cpu_vanilla/seed{s}" for s in (1, 2, 3)]
     assert opts_dict(parse_call(calls[0])[1]) == {"DATASET.NUM_SHOTS": "4", "TRAINER.HYPTREE.PRESET": "vanilla"}
-    assert parse_call(calls[0])[0]["--config-file"] == "configs/trainers/MaPLeHypTree/vanilla.yaml"
+    assert parse_call(calls[0])[0]["--config-file"] == "configs/trainers/MaPLeHypTree/tiny_cpu.yaml"  # toy default
     assert "### Few-shot" in proc.stdout
     assert (
-        "| ToyHier | 4 | MaPLeHypTree | vanilla | 3 | 62.00 ± 0.82 | 42.00 ± 0.82 | 50.00 ± 0.00 | 60.00 ± 0.00 |"
+        "| ToyWorld | 4 | MaPLeHypTree | tiny_cpu_vanilla | 3 | 62.00 ± 0.82 | 42.00 ± 0.82 | 50.00 ± 0.00 | 60.00 ± 0.00 |"
         in proc.stdout
     )
 
@@ -378,8 +378,11 @@ def test_ablation_variants_each_in_own_folder(work):
     assert got["no_pass_through"]["TRAINER.HYPTREE.PASS_THROUGH"] == "False"
     assert "TRAINER.HYPTREE.CURVATURE.MODE" not in got["full"]
     assert all(o["DATASET.NUM_SHOTS"] == "2" for o in got.values())
-    assert parse_call(calls[0])[0]["--output-dir"] == "output/ablation/toy/shots_2/MaPLeHypTree/hyptree/full/seed1"
-    assert "### Ablations" in proc.stdout and "hyptree/euclidean" in proc.stdout
+    assert (
+        parse_call(calls[0])[0]["--output-dir"]
+        == "output/ablation/toy/shots_2/MaPLeHypTree/tiny_cpu_hyptree/full/seed1"
+    )
+    assert "### Ablations" in proc.stdout and "tiny_cpu_hyptree/euclidean" in proc.stdout
     proc, calls = run_script(work, "ablation.sh", "toy", VARIANTS="bogus")
     assert proc.returncode != 0 and "unknown ablation variant(s) bogus" in proc.stderr
     proc, calls = run_script(work, "ablation.sh", "toy", PRESET="protect")

@@ -31,6 +31,7 @@ from hyptree.run.factory import build_model
 from hyptree.run.logs import route_logging
 from hyptree.run.predict import CONFIG_FILE
 from hyptree.run.records import data_record, evaluation_cuts_for, write_evaluation
+from hyptree.run.toyclip import clip_source
 from hyptree.run.training import (
     autocast,
     build_lr_scheduler,
@@ -101,9 +102,9 @@ class HierTrainer(TrainerX):
         self.tree = str(getattr(dataset, "tree", cfg.DATASET.SUBSAMPLE_CLASSES))
         self.taxonomy_source = str(getattr(dataset, "taxonomy_source", ""))
         self.precision = resolve_precision(cfg.TRAINER[self.PREC_KEY].PREC, self.device)
-        weights = h.CLIP_PATH or cfg.MODEL.BACKBONE.NAME
         if h.CLIP_PATH and not osp.isfile(osp.expanduser(h.CLIP_PATH)):
             raise FileNotFoundError(f"TRAINER.HYPTREE.CLIP_PATH {h.CLIP_PATH}: no such file")
+        weights = clip_source(cfg)  # CLIP_PATH, the toy default, or MODEL.BACKBONE.NAME
         print(f"Loading CLIP {weights} ({self.precision}, {self.device})")
         clip_model = load_clip(weights, device=self.device, precision=self.precision)
         check_input_size(cfg, clip_model, weights)

@@ -13,8 +13,8 @@ Per trainer:
 * ``ablation_*.yaml`` (MaPLeHypTree, PromptSRCHypTree): ``hyptree.yaml`` with one change
   (curvature mode, image tree, pass-through, cross term);
 * ``vit_b16_*_<dataset>_<k>shot.yaml``: the published few-shot schedules (DESIGN section 7);
-* ``tiny_cpu.yaml``: a seconds-long CPU smoke run (fp32, 2 epochs, 32 px, no workers) for a
-  tiny CLIP (``python -m hyptree clip make-tiny``) and ToyHier.
+* ``tiny_cpu.yaml``: a short CPU run (fp32, 2 epochs, 32 px, no crops, no workers) for a
+  tiny CLIP and the toy datasets (the protocol scripts' default for ``toy``).
 """
 
 import argparse
@@ -291,22 +291,23 @@ def all_files():
         )
         out[f"{trainer}/tiny_cpu.yaml"] = render(
             [
-                f"{trainer} CPU smoke run: fp32, 2 epochs, batch 4, 32 px input, no loader workers.",
-                "For a tiny CLIP (python -m hyptree clip make-tiny tiny_clip.pt; then",
-                "TRAINER.HYPTREE.CLIP_PATH tiny_clip.pt) and ToyHier; prompt depths fit its 2 text / 4 vision blocks.",
+                f"{trainer} CPU run: fp32, 2 epochs, batch 8, 32 px input, no random crops, no loader workers.",
+                "For the toy datasets and a tiny CLIP (ToyWorld's pretrained default, or TRAINER.HYPTREE.CLIP_PATH);",
+                "prompt depths fit its 2 text / 4 vision blocks. The scripts' default CFG for DATASET toy.",
                 gen,
             ],
             config(
                 trainer,
                 "hyptree",
                 epochs=2,
-                batch=4,
+                batch=8,
                 lr=0.01,
                 print_freq=5,
                 test_batch=32,
                 workers=0,
                 section_update=tiny_section,
-                input_update={"SIZE": (32, 32)},
+                # no random_resized_crop: it changes the apparent size, one of ToyWorld's levels
+                input_update={"SIZE": (32, 32), "TRANSFORMS": ["random_flip", "normalize"]},
             ),
         )
     return out

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hyptree.data import cifar100, imagenet, rare_species, sun397, toy
+from hyptree.data import cifar100, imagenet, rare_species, sun397, toy, toy_world
 from hyptree.data.common import (
     SUBSAMPLE_CHOICES,
     Item,
@@ -112,6 +112,7 @@ _REGISTRY: dict[str, _Entry] = {
         rare_species.load_rare_species, (), "the class folder names phylum_class_order_family_genus_species"
     ),
     "toy": _Entry(toy.load_toy, (), "$DATA/toy_hier/hierarchy.txt (generated with the images)"),
+    "toy_world": _Entry(toy_world.load_toy_world, (), "$DATA/toy_world/hierarchy.txt (generated with the images)"),
 }
 
 DATASET_NAMES = tuple(_REGISTRY)
@@ -134,6 +135,7 @@ LAYOUTS: dict[str, str] = {
     **imagenet.LAYOUTS,
     **rare_species.LAYOUTS,
     **toy.LAYOUTS,
+    **toy_world.LAYOUTS,
 }
 """Every dataset module's expected on-disk layout (the text its "not found" errors quote)."""
 

@@ -96,11 +96,12 @@ def toy_hierarchy_lines() -> list[str]:
     return [f"{s}/{c}_{s}/{_leaf_name(s, c, p)}" for s, c, p in toy_classes()]
 
 
-def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Boolean (size, size) mask of one shape with random centre, radius and rotation."""
+def _shape_mask(shape: str, size: int, rng: np.random.Generator, radius: float | None = None) -> np.ndarray:
+    """Boolean (size, size) mask of one shape with random centre, radius (unless given) and rotation."""
     from PIL import Image, ImageDraw
 
-    radius = rng.uniform(0.22, 0.4) * size
+    if radius is None:
+        radius = rng.uniform(0.22, 0.4) * size
     cx, cy = rng.uniform(radius, size - radius, size=2)
     angle = rng.uniform(0, 2 * math.pi)
     canvas = Image.new("L", (size, size), 0)

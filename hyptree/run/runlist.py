@@ -207,20 +207,30 @@ def check_seeds(seeds: Sequence) -> list[int]:
 
 def protocol_runs(protocol: str, s: Settings, datasets: Sequence[str], seeds: Sequence) -> list[Run]:
     """The runs one protocol script makes, in its order (per seed: training, then its evaluations)."""
-    s = s.resolved()
     if not str(s.shots).isdigit():
         raise SetupError(f"SHOTS must be an integer, got '{s.shots}'")
     s = replace(s, shots=int(s.shots))
-    _check(s)
     seeds = check_seeds(seeds)
     if protocol == "crossdomain":
+        s = s.resolved()
+        _check(s)
         return crossdomain_runs(s, seeds)
     make = {"fewshot": fewshot_runs, "base2novel": base2novel_runs, "ablation": ablation_runs}.get(protocol)
     if make is None:
         raise SetupError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     if not datasets:
         raise SetupError(f"protocol {protocol} needs at least one dataset")
-    return [run for d in datasets for run in make(s, d, seeds)]
+    runs = []
+    for d in datasets:
+        sd = _for_dataset(s, d).resolved()
+        _check(sd)
+        runs += make(sd, d, seeds)
+    return runs
+
+
+def _for_dataset(s: Settings, dataset: str) -> Settings:
+    """The toy datasets default to the tiny CPU config (their default CLIP is a 32 px tiny one)."""
+    return replace(s, cfg="tiny_cpu") if s.cfg is None and dataset.startswith("toy") else s
 
 
 def split_opts(text: str) -> tuple[str, ...]:

@@ -6,7 +6,7 @@
 # Environment (all optional; MaPLe's script variables, read from the environment):
 #   TRAINER          trainer name                        (MaPLeHypTree)
 #   PRESET           vanilla | protect | hyptree         (hyptree)
-#   CFG              configs/trainers/$TRAINER/$CFG.yaml (= $PRESET)
+#   CFG              configs/trainers/$TRAINER/$CFG.yaml (= $PRESET; tiny_cpu for DATASET toy*)
 #   DATA             dataset root (train.py --root)      (./data)
 #   SHOTS            shots per class                     (16)
 #   OUT              output root                         (output)
