@@ -22,8 +22,11 @@ submitit = pytest.importorskip("submitit")  # in the test extra; never needed by
 
 @pytest.fixture
 def work(tmp_path):
-    """The protocol scripts' working folder (train.py, configs, the fake python)."""
-    return make_work(tmp_path)
+    """The protocol scripts' working folder (train.py, configs, the fake python), plus a small
+    dataset ``mini`` whose runs use the preset configs (``toy*`` datasets default to tiny_cpu)."""
+    w = make_work(tmp_path)
+    (w / "configs" / "datasets" / "mini.yaml").write_text('DATASET:\n  NAME: "ToyHier"\n')
+    return w
 
 
 def fake_python(work):
@@ -75,7 +78,7 @@ def test_grid_through_submitit_local_executor_matches_the_scripts(work, tmp_path
     other = tmp_path / "repo2"
     shutil.copytree(work, other)
     script_calls = []
-    for dataset in ("toy", "cifar100"):
+    for dataset in ("mini", "cifar100"):
         proc, calls = run_script(work, "base2novel.sh", dataset, "1", "2", SHOTS="2")
         assert proc.returncode == 0, proc.stderr
         script_calls += calls
@@ -83,7 +86,7 @@ def test_grid_through_submitit_local_executor_matches_the_scripts(work, tmp_path
     monkeypatch.chdir(other)
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "sweep_calls.jsonl"))
     monkeypatch.setenv("PYTHONPATH", ROOT)
-    grid = {"protocols": ["base2novel"], "datasets": ["toy", "cifar100"], "seeds": ["1", "2"], "shots": ["2"]}
+    grid = {"protocols": ["base2novel"], "datasets": ["mini", "cifar100"], "seeds": ["1", "2"], "shots": ["2"]}
     runs = S.build_runs(grid, [])
     assert [len(c) for c in RL.chains(runs)] == [2, 2, 2, 2]  # each training run, then its evaluation
     executor = submitit.LocalExecutor(folder=str(tmp_path / "submitit"))
@@ -113,11 +116,11 @@ def test_preempted_job_is_requeued_and_resumes(work, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.jsonl"))
     monkeypatch.setenv("FAKE_SLEEP", "seed1")
     monkeypatch.setenv("PYTHONPATH", ROOT)
-    runs = S.build_runs({"protocols": ["base2novel"], "datasets": ["toy"], "seeds": ["1"], "shots": ["2"]}, [])
+    runs = S.build_runs({"protocols": ["base2novel"], "datasets": ["mini"], "seeds": ["1"], "shots": ["2"]}, [])
     executor = submitit.LocalExecutor(folder=str(tmp_path / "submitit"))
     executor.update_parameters(timeout_min=5)
     (job,) = S.submit_jobs(executor, runs, fake_python(work))
-    train_dir = "output/base2new/train_base/toy/shots_2/MaPLeHypTree/hyptree/seed1"
+    train_dir = "output/base2new/train_base/mini/shots_2/MaPLeHypTree/hyptree/seed1"
     wait_for(os.path.join(work, train_dir, "checkpoint"))
     # SLURM's preemption / timeout signal (USR2) to the job's task: ChainJob.checkpoint() stops
     # train.py and requeues the same job, which resumes the run
@@ -149,7 +152,7 @@ def test_slurm_submission_has_the_directives_and_array_size(work, tmp_path):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     copy = tmp_path / "submitted.sh"
-    args = ["run", "--protocols", "fewshot", "--datasets", "toy", "cifar100", "--seeds", "1", "2", "3"]
+    args = ["run", "--protocols", "fewshot", "--datasets", "mini", "cifar100", "--seeds", "1", "2", "3"]
     args += ["--shots", "2", "--launcher", "slurm", "--partition", "gpu", "--gpus-per-job", "1", "--cpus", "6"]
     args += ["--mem", "32", "--time", "120", "--account", "lab", "--qos", "high", "--array-parallelism", "2"]
     args += ["--sbatch", "constraint=a100", "--sbatch", "mail-type=END", "--setup", "module load cuda"]
@@ -189,7 +192,7 @@ def test_slurm_submission_has_the_directives_and_array_size(work, tmp_path):
 
 def test_local_launcher_runs_one_job_per_gpu(work, tmp_path):
     env_log = tmp_path / "env.jsonl"
-    args = ["run", "--protocols", "fewshot", "--datasets", "toy", "--seeds", "1", "2", "3", "4", "--shots", "2"]
+    args = ["run", "--protocols", "fewshot", "--datasets", "mini", "--seeds", "1", "2", "3", "4", "--shots", "2"]
     proc, calls = run_sweep(
         work, *args, "--launcher", "local", "--gpus", "0,1", FAKE_ENV_LOG=str(env_log), FAKE_DELAY="0.5"
     )
@@ -199,42 +202,44 @@ def test_local_launcher_runs_one_job_per_gpu(work, tmp_path):
     for gpu in ("0", "1"):
         spans = sorted((r["t0"], r["t1"]) for r in rows if r["cuda"] == gpu)
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"two runs at once on GPU {gpu}: {spans}"
-    log = work / "output/fewshot/toy/shots_2/MaPLeHypTree/hyptree/seed3/launch.log"
+    log = work / "output/fewshot/mini/shots_2/MaPLeHypTree/hyptree/seed3/launch.log"
     assert "fake train.py wrote" in log.read_text()
     assert "| ToyHier | 2 | MaPLeHypTree | hyptree | 4 |" in proc.stdout  # the table at the end
 
 
 @needs_bash
 def test_changed_options_are_refused_with_the_difference(work):
-    proc, _ = run_script(work, "fewshot.sh", "toy", "2", "1", "2", FAKE_CRASH="seed2")
+    proc, _ = run_script(work, "fewshot.sh", "mini", "2", "1", "2", FAKE_CRASH="seed2")
     assert proc.returncode != 0
-    proc, calls = run_script(work, "fewshot.sh", "toy", "2", "1", "2", "--", "OPTIM.LR", "0.5")
+    proc, calls = run_script(work, "fewshot.sh", "mini", "2", "1", "2", "--", "OPTIM.LR", "0.5")
     assert proc.returncode != 0 and calls == []
     assert "options changed for 2 run folder(s)" in proc.stderr
     assert "seed1 (finished;" in proc.stderr and "seed2 (started;" in proc.stderr
     assert "OPTIM.LR: (unset) -> 0.5" in proc.stderr and "RUN_NAME" in proc.stderr
     cfg = work / "configs/trainers/MaPLeHypTree/hyptree.yaml"
     cfg.write_text(cfg.read_text().replace("MAX_EPOCH: 5", "MAX_EPOCH: 6"))
-    proc, calls = run_script(work, "fewshot.sh", "toy", "2", "1")
+    proc, calls = run_script(work, "fewshot.sh", "mini", "2", "1")
     assert proc.returncode != 0 and calls == [] and "hyptree.yaml (file content):" in proc.stderr
     cfg.write_text(cfg.read_text().replace("MAX_EPOCH: 6", "MAX_EPOCH: 5"))
-    proc, calls = run_script(work, "fewshot.sh", "toy", "2", "1", "2", DATA="/elsewhere")  # the data root may move
+    proc, calls = run_script(work, "fewshot.sh", "mini", "2", "1", "2", DATA="/elsewhere")  # the data root may move
     assert proc.returncode == 0, proc.stderr
     assert [parse_call(c)[0].get("--resume") for c in calls] == [
-        "output/fewshot/toy/shots_2/MaPLeHypTree/hyptree/seed2"
+        "output/fewshot/mini/shots_2/MaPLeHypTree/hyptree/seed2"
     ]
 
 
 @needs_bash
 def test_status_lists_done_and_failed_with_logs(work):
-    proc, _ = run_script(work, "base2novel.sh", "toy", "1", "2", FAKE_CRASH="seed2")
+    proc, _ = run_script(work, "base2novel.sh", "mini", "1", "2", FAKE_CRASH="seed2")
     assert proc.returncode != 0
     proc, _ = run_sweep(work, "status", "output")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert any(x.startswith("done") and x.endswith("train_base/toy/shots_16/MaPLeHypTree/hyptree/seed1") for x in lines)
     assert any(
-        x.startswith("failed (exit 3)") and "train_base/toy/shots_16/MaPLeHypTree/hyptree/seed2" in x for x in lines
+        x.startswith("done") and x.endswith("train_base/mini/shots_16/MaPLeHypTree/hyptree/seed1") for x in lines
+    )
+    assert any(
+        x.startswith("failed (exit 3)") and "train_base/mini/shots_16/MaPLeHypTree/hyptree/seed2" in x for x in lines
     )
     assert lines[-1] == "2 done, 1 failed"
     proc, _ = run_sweep(work, "tables", "output/base2new")
@@ -244,21 +249,21 @@ def test_status_lists_done_and_failed_with_logs(work):
 def test_grid_file_and_errors(work, tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(
-        "protocols: [fewshot, crossdomain]\ndatasets: toy\npresets: [vanilla, hyptree]\n"
-        "shots: [1, 2]\nseeds: [1]\ntargets: toy\nsource: cifar100\n"
+        "protocols: [fewshot, crossdomain]\ndatasets: mini\npresets: [vanilla, hyptree]\n"
+        "shots: [1, 2]\nseeds: [1]\ntargets: mini\nsource: cifar100\n"
     )
     proc, calls = run_sweep(work, "run", str(grid), "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert calls == []
     # fewshot: 2 presets x 2 shots; crossdomain: 2 x 2 x (train + 1 target)
     assert "12 run(s) in 8 job(s)" in proc.stdout
-    assert "new     eval  output/crossdomain/test/toy/shots_1/MaPLeHypTree/vanilla/seed1" in proc.stdout
-    grid.write_text("protocols: fewshot\ndatasets: toy\nshot: 2\n")
+    assert "new     eval  output/crossdomain/test/mini/shots_1/MaPLeHypTree/vanilla/seed1" in proc.stdout
+    grid.write_text("protocols: fewshot\ndatasets: mini\nshot: 2\n")
     proc, _ = run_sweep(work, "run", str(grid))
     assert proc.returncode == 2 and f"{grid}: unknown key(s) shot" in proc.stderr
-    proc, _ = run_sweep(work, "run", "--protocols", "ablation", "--datasets", "toy", "--presets", "vanilla")
+    proc, _ = run_sweep(work, "run", "--protocols", "ablation", "--datasets", "mini", "--presets", "vanilla")
     assert proc.returncode == 2 and "ablations modify the hyptree preset" in proc.stderr
-    proc, _ = run_sweep(work, "run", "--protocols", "fewshot", "--datasets", "toy", "--launcher", "local")
+    proc, _ = run_sweep(work, "run", "--protocols", "fewshot", "--datasets", "mini", "--launcher", "local")
     assert proc.returncode == 2 and "needs --gpus" in proc.stderr
 
 
