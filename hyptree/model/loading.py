@@ -28,6 +28,8 @@ with warnings.catch_warnings():
     import clip
     from clip.model import CLIP
 
+from hyptree.utils.files import atomic_open
+
 __all__ = [
     "PRECISIONS",
     "load_clip",
@@ -420,9 +422,8 @@ def main(argv=None):
         seed=args.seed,
     )
     out = os.path.expanduser(args.out)
-    if os.path.dirname(out):
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-    torch.save(model.state_dict(), out)
+    with atomic_open(out, "wb") as f:  # creates the folder; never a half-written model file
+        torch.save(model.state_dict(), f)
     params = sum(p.numel() for p in model.parameters())
     print(
         f"wrote {out}: tiny CLIP, {params:,} parameters, {args.image_size}px input, "
