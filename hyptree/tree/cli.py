@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from hyptree.tree.io.detect import FORMATS, read_taxonomy
+from hyptree.utils.files import atomic_write_text
 
 __all__ = ["main"]
 
@@ -36,8 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         text = "\n".join(tax.to_paths())
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        atomic_write_text(args.output, text + "\n")
     else:
         print(text)
     return 0
