@@ -80,19 +80,23 @@ def _fake_treelibs():
     class Tree:
         pass
 
-    for cls in (TreeNode, Tree):
+    class TreeForRareSpecies(Tree):  # the official Rare Species tree.npy: path-like node names
+        pass
+
+    for cls in (TreeNode, Tree, TreeForRareSpecies):
         cls.__module__ = "treelibs"
         cls.__qualname__ = cls.__name__
         setattr(mod, cls.__name__, cls)
     return mod
 
 
-def make_protect_tree(path, nested):
-    """Build and np.save a ProTeCt-style Tree from {name: subtree-dict or {}} (DFS node ids)."""
+def make_protect_tree(path, nested, cls="Tree"):
+    """Build and np.save a ProTeCt-style ``treelibs.<cls>`` from {name: subtree-dict or {}}
+    (DFS node ids)."""
     mod = _fake_treelibs()
     sys.modules["treelibs"] = mod
     try:
-        tree = mod.Tree()
+        tree = getattr(mod, cls)()
         tree.root = mod.TreeNode("root", "prepro/raw/x", 0, 0)
         tree.nodes = {"root": tree.root}
         tree.nid2name = {0: "root"}
@@ -142,6 +146,18 @@ def test_protect_tree_round_trip(tmp_path):
     # ProTeCt prompt texts by default, plain names on request
     assert t.display_names[t.index("vessel_1")] == "vessel" and t.display_names[t.index("cap_2")] == "cap"
     assert read_protect_tree(p, display="plain").display_names[t.index("vessel_1")] == "vessel 1"
+    assert sys.modules.get("treelibs") is None
+
+
+def test_protect_tree_rare_species_class(tmp_path):
+    """The official Rare Species tree.npy pickles a ``treelibs.TreeForRareSpecies`` whose node
+    names are rank paths (``chordata_aves``); the prompt text is the whole path, as in their code."""
+    nested = {"chordata": {"chordata_aves": {"chordata_aves_passeriformes": {}}, "chordata_mammalia": {}}}
+    p = str(tmp_path / "tree.npy")
+    make_protect_tree(p, nested, cls="TreeForRareSpecies")
+    t = read_protect_tree(p)
+    assert t.class_names == ("chordata_aves_passeriformes", "chordata_mammalia")
+    assert t.display_names[t.index("chordata_aves_passeriformes")] == "chordata aves passeriformes"
     assert sys.modules.get("treelibs") is None
 
 

@@ -90,8 +90,12 @@ _NUMPY = frozenset(
     | {("numpy", "ndarray"), ("numpy", "dtype")}
 )
 KINDS: dict[str, tuple[frozenset, frozenset]] = {
-    # ProTeCt's tree.npy: a pickled treelibs.Tree of treelibs.TreeNode objects
-    "protect_tree": (_BASIC | _NUMPY, frozenset({("treelibs", "Tree"), ("treelibs", "TreeNode")})),
+    # ProTeCt's tree.npy: a pickled treelibs.Tree of treelibs.TreeNode objects (the official
+    # Rare Species tree is a treelibs.TreeForRareSpecies, a Tree subclass with the same state)
+    "protect_tree": (
+        _BASIC | _NUMPY,
+        frozenset({("treelibs", "Tree"), ("treelibs", "TreeForRareSpecies"), ("treelibs", "TreeNode")}),
+    ),
     # ProTeCt's treecut files: lists / dicts / sets of names, flags or index arrays
     "cuts": (_BASIC | _NUMPY, frozenset()),
     # the CIFAR-100 python archive's meta / train / test: dicts of bytes, lists, uint8 arrays
