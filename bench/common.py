@@ -7,6 +7,7 @@ Nothing here is a test; the scripts print tables and one ``result:`` line each.
   ``tiny`` are documented stand-ins for the CPU (quick runs).
 * Taxonomies (:func:`sun_like`, :func:`deep_tree`, :func:`imagenet_like`): generated with a fixed seed; node
   names are 1-3 common English words, so the text prompts have realistic token counts.
+  :func:`taxonomy` also reads the real ProTeCt trees (``protect:<dataset>``).
 * Timing (:func:`interleaved`): every configuration is run once per round, rounds
   repeated; medians per configuration and medians of the per-round (paired) ratios.
 * Memory (:func:`child_peak_memory`): on the CPU a fresh subprocess per configuration
@@ -238,6 +239,26 @@ def imagenet_like(seed: int = 0, leaves: int = 1000, internal: int = 368, max_de
 
 
 TAXONOMIES = {"sun": sun_like, "deep": deep_tree, "imagenet": imagenet_like}
+PROTECT_DIR = "HYPTREE_PROTECT_DIR"
+TAXONOMY_HELP = "comma-separated: sun, deep, imagenet (synthetic) or protect:<dataset> (real, $HYPTREE_PROTECT_DIR)"
+"""Environment variable naming the folder of real ProTeCt trees, ``<dir>/<dataset>/tree.npy``
+(e.g. the official repository's ``prepro/data``), read by ``--taxonomies protect:<dataset>``."""
+
+
+def taxonomy(name: str) -> Taxonomy:
+    """A synthetic tree of :data:`TAXONOMIES` by name, or ``protect:<dataset>``: the real
+    ProTeCt tree ``$HYPTREE_PROTECT_DIR/<dataset>/tree.npy`` (real node names, so real
+    prompt lengths)."""
+    if name in TAXONOMIES:
+        return TAXONOMIES[name]()
+    if not name.startswith("protect:"):
+        raise SystemExit(f"unknown taxonomy {name!r}: one of {', '.join(TAXONOMIES)} or protect:<dataset>")
+    root = os.environ.get(PROTECT_DIR)
+    if not root:
+        raise SystemExit(f"taxonomy {name!r}: set {PROTECT_DIR} to the folder holding <dataset>/tree.npy")
+    from hyptree.tree.io.protect import read_protect_tree
+
+    return read_protect_tree(os.path.join(root, name[len("protect:") :], "tree.npy"))
 
 
 def describe_taxonomy(tax: Taxonomy) -> str:
@@ -482,14 +503,15 @@ def prepare_clip(shape, args, seed=0):
     return clip_model.to(args.device)
 
 
-def make_step(model, images, labels, args):
-    """A closure running one optimiser step of ``model`` on the batch."""
+def make_step(model, images, labels, args, loss_fn=None):
+    """A closure running one optimiser step of ``model`` on the batch (its loss from
+    ``loss_fn()`` when given, else ``model.loss``); returns the loss."""
     opt = torch.optim.SGD(model.trainable_parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
 
     def step():
         opt.zero_grad(set_to_none=True)
         with autocast(args):
-            loss = model.loss(images, labels)["total"]
+            loss = loss_fn() if loss_fn is not None else model.loss(images, labels)["total"]
         loss.backward()
         opt.step()
         return loss

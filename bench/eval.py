@@ -31,7 +31,7 @@ import torch
 
 from bench.common import (
     SHAPES,
-    TAXONOMIES,
+    TAXONOMY_HELP,
     autocast,
     base_parser,
     batch,
@@ -44,6 +44,7 @@ from bench.common import (
     result_line,
     setup,
     table,
+    taxonomy,
 )
 from hyptree.eval.metrics import HierarchicalMeter
 from hyptree.tree import evaluation_cuts
@@ -99,7 +100,7 @@ class Evaluations:
 
 def run_config(shape_name, tax_name, preset, args, n_batches, rounds, budget):
     shape = SHAPES[shape_name]
-    tax = TAXONOMIES[tax_name]()
+    tax = taxonomy(tax_name)
     model = build_model(prepare_clip(shape, args), tax, preset, shape).eval()
     batches = [batch(shape, tax, args.eval_batch, args.device, seed=100 + i) for i in range(n_batches)]
     cuts = evaluation_cuts(tax, 25, seed=0)
@@ -145,7 +146,7 @@ def main(argv=None):
     p.add_argument("--batches", type=int, default=None, help="batches in the evaluated data")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--shapes", default=None, help="comma-separated (tiny, small, b16)")
-    p.add_argument("--taxonomies", default="sun,deep")
+    p.add_argument("--taxonomies", default="sun,deep", help=TAXONOMY_HELP)
     p.add_argument("--presets", default="hyptree,vanilla")
     args = setup(p.parse_args(argv))
     warnings.filterwarnings("ignore")

@@ -26,7 +26,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.common import (
     SHAPES,
-    TAXONOMIES,
     base_parser,
     batch,
     build_model,
@@ -34,6 +33,7 @@ from bench.common import (
     make_step,
     prepare_clip,
     setup,
+    taxonomy,
 )
 
 LAUNCHES = {"cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx", "cudaGraphLaunch"}
@@ -77,7 +77,7 @@ def main(spec):
     warnings.filterwarnings("ignore")
     argv = ["--device", spec["device"]] + (["--precision", spec["precision"]] if spec.get("precision") else [])
     args = setup(base_parser("profile").parse_args(argv))
-    shape, tax = SHAPES[spec["shape"]], TAXONOMIES[spec["taxonomy"]]()
+    shape, tax = SHAPES[spec["shape"]], taxonomy(spec["taxonomy"])
     clip_model = prepare_clip(shape, args)
     images, labels = batch(shape, tax, spec.get("batch", 8), args.device)
     out = {"shape": spec["shape"], "taxonomy": spec["taxonomy"], "nodes": tax.num_nodes, "device": args.device}

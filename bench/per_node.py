@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from bench.common import (
     SHAPES,
-    TAXONOMIES,
+    TAXONOMY_HELP,
     autocast,
     base_parser,
     batch,
@@ -59,6 +59,7 @@ from bench.common import (
     result_line,
     setup,
     table,
+    taxonomy,
 )
 from hyptree.tree import ProTeCtIndex, cut_targets, random_cut
 
@@ -265,7 +266,7 @@ def make_steps(model, images, labels, args):
 
 def run_config(shape_name, tax_name, preset, args, rounds, budget, check_shape):
     shape = SHAPES[shape_name]
-    tax = TAXONOMIES[tax_name]()
+    tax = taxonomy(tax_name)
     # the equivalence checks: float64 (the criterion) on ``check_shape``, and float32 on
     # the benchmarked model itself (rounding only, information)
     f64 = check(SHAPES[check_shape], tax, preset, args.batch, torch.float64)
@@ -307,7 +308,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--shapes", default=None, help="comma-separated (tiny, small, b16)")
-    p.add_argument("--taxonomies", default="deep,sun", help="comma-separated (sun, deep)")
+    p.add_argument("--taxonomies", default="deep,sun", help=TAXONOMY_HELP)
     p.add_argument("--presets", default="hyptree", help="comma-separated (protect, hyptree)")
     args = setup(p.parse_args(argv))
     warnings.filterwarnings("ignore")

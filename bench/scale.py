@@ -1,25 +1,34 @@
 """How the cost grows with the taxonomy: vanilla / protect / hyptree from 100 to 20,000 nodes.
 
-For each tree size N (synthetic trees with realistic depth and prompt lengths,
-:func:`realistic_tree`; plus the real ProTeCt trees under ``$HYPTREE_PROTECT_DIR`` when
-present: ``<dir>/<dataset>/tree.npy``) and each preset: one training step's median time,
-its peak memory (CPU: peak RSS of a fresh child process; CUDA: max allocated), with the
-plain text pass (``text_chunk=0``) and the memory-bounded one (``--chunk``, checkpointed
-chunks); evaluation images/s (full hierarchical scores vs leaf-only). Prints the ratios
-(hyptree / protect, full / leaf, chunked / plain) and the growth exponents
-``log(t_2 / t_1) / log(N_2 / N_1)`` between successive sizes.
+Trees: synthetic ones of each size N with realistic depth and prompt lengths
+(:func:`realistic_tree`), plus the real ProTeCt trees ``$HYPTREE_PROTECT_DIR/<dataset>/tree.npy``
+when that variable is set (``--real cifar100 sun imagenet rarespecies``). Text-pass modes:
+
+* ``plain``: one pass over every prompt, grouped by length (``text_chunk=0``);
+* ``chunked``: the memory-bounded pass, checkpointed chunks of ``--chunk`` prompts;
+* ``before``: the step as it was before issue 16 (:func:`padded_materialised_loss`: every
+  prompt padded to the tree's longest, ``(B, N, D)`` image-tree features), for the speed-up.
+
+Every configuration runs in a fresh child process (peak memory of one configuration only):
+build, one warm-up step, ``--rounds`` measured steps (median time; peak RSS on the CPU,
+``max_memory_allocated`` on CUDA), and for the default mode of the hyptree and vanilla presets
+the evaluation rate (images/s of full hierarchical scores vs leaf-only, text precomputed).
+``--jobs 2`` runs two children at a time, ordered so that the configurations a ratio compares
+(protect and hyptree of one tree and mode) run side by side. ``--out FILE`` keeps every
+finished child's answer (JSON lines) and reuses them on the next call, so a long sweep can be
+stopped and resumed, and the table is printed from all of them.
 
     PYTHONPATH=. python bench/scale.py --quick
-    PYTHONPATH=. python bench/scale.py --shape b16 --sizes 100 400 1368 5000 20000
+    PYTHONPATH=. python bench/scale.py --sizes 100 400 1368 5000 20000 --jobs 2 --out scale.jsonl
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -35,19 +44,24 @@ from bench.common import (  # noqa: E402
     child_peak_memory,
     interleaved,
     make_step,
-    measure_peak,
     median,
-    prepare_clip,
+    read_peak,
+    reset_peak,
     result_line,
     setup,
     table,
+    taxonomy,
+    timed,
 )
-from hyptree.model.hierarchical import HierarchicalCLIP  # noqa: E402
+from hyptree.model.hierarchical import AUTO_CHUNK_ABOVE, HierarchicalCLIP  # noqa: E402
 from hyptree.tree import Taxonomy  # noqa: E402
 
 PRESETS = ("vanilla", "protect", "hyptree")
+MODES = ("plain", "chunked", "before")
 #: words per name: CIFAR-like short names, WordNet-like multi-word ones, and a tail of
-#: SUN-like long scene descriptions ("transportation (roads, parking, bridges, ...)")
+#: SUN-like long scene descriptions ("transportation (roads, parking, bridges, ...)").
+#: Real trees (CLIP tokens per name, mean / max): CIFAR-100 1.5 / 7, SUN 2.2 / 14,
+#: ImageNet 2.1 / 12, Rare Species 15.8 / 29 (rank paths); this model: 2.7 / 12.
 WORD_COUNTS = (1, 2, 3, 4, 5, 6, 9, 12)
 WORD_P = (0.30, 0.30, 0.17, 0.10, 0.06, 0.04, 0.02, 0.01)
 
@@ -85,19 +99,39 @@ def realistic_tree(nodes: int, seed: int = 0, branching=(2, 12), max_depth: int 
     return Taxonomy.from_edges(edges, root="root")
 
 
-def trees(sizes):
-    """``{label: taxonomy}``: synthetic trees of each size, plus the real ProTeCt trees."""
-    out = {f"N{n}": realistic_tree(n) for n in sizes}
-    root = os.environ.get("HYPTREE_PROTECT_DIR")
-    if root:
-        from hyptree.tree.io.protect import read_protect_tree
+def tree_of(label: str) -> Taxonomy:
+    """``N<n>``: the synthetic tree of ``n`` nodes; else the real ProTeCt tree of that name."""
+    if label.startswith("N") and label[1:].isdigit():
+        return realistic_tree(int(label[1:]))
+    return taxonomy(f"protect:{label}")
 
-        for path in sorted(glob.glob(os.path.join(root, "*", "tree.npy"))):
-            out[os.path.basename(os.path.dirname(path))] = read_protect_tree(path)
-    return out
+
+def padded_materialised_loss(model, images, labels):
+    """The step's loss as computed before issue 16: every node's prompt padded to the
+    longest (``truncate=False``), all nodes encoded (vanilla too), ``(B, N, D)`` image-tree
+    features. Same value and gradients as ``model.loss`` (``tests/test_scale.py``)."""
+    p = model.prompt_learner()
+    feats = model.text_tower(p.token_embeds, p.tokens, deep_prompts=p.text_deep, truncate=False).float()
+    text = torch.cat([feats.new_zeros(1, feats.shape[1]), feats])
+    final, tokens = model.image_features(images, p)
+    node_image = model.fusion(text, tokens) if model.fusion is not None else final
+    scores = model.scores(text, node_image)
+    return model.objective(scores, labels, text_feats=text, image_feats=node_image)["total"]
+
+
+def prompt_stats(model) -> dict:
+    """Prompt tokens of the tree: mean / max per prompt and the share a padded pass wastes."""
+    lengths = model.prompt_learner.tokens.argmax(-1).double() + 1  # up to and with the EOT
+    return {
+        "tokens_mean": float(lengths.mean()),
+        "tokens_max": int(lengths.max()),
+        "pad_waste": float(1 - lengths.mean() / lengths.max()),
+    }
 
 
 def build(shape, tax, preset, chunk, args):
+    from bench.common import prepare_clip
+
     clip_model = prepare_clip(shape, args)
     torch.manual_seed(0)
     model = HierarchicalCLIP(
@@ -112,106 +146,220 @@ def build(shape, tax, preset, chunk, args):
     return model, images, labels
 
 
-def child(spec):
-    """Peak memory of one step (fresh process)."""
-    args = setup(base_parser("child").parse_args(["--device", spec["device"], "--threads", "1"]))
-    args.batch = spec["batch"]
-    model, images, labels = build(
-        SHAPES[spec["shape"]], realistic_tree(spec["nodes"]), spec["preset"], spec["chunk"], args
-    )
-    step = make_step(model, images, labels, args)
-    step()
-    base, peak = measure_peak(step, args.device)
-    child_answer({"base": base, "peak": peak})
-
-
-def eval_rate(model, images):
+def eval_rate(model, images, rounds=2):
     """Images/s of full hierarchical scoring and of leaf-only scoring (text precomputed)."""
     with torch.no_grad():
         text = model.precompute_text()
         leaves = torch.as_tensor(np.array(model.taxonomy.leaves), device=images.device)
-        text_leaf = model.text_features(nodes=leaves)[leaves]
+        text_leaf = text[leaves]  # the leaves' rows of the same pass
         p = model.prompt_learner()
 
-        def full():
-            model.node_scores(images, text)
+        def full():  # as hyptree.eval.evaluate: prompts and text fixed for the evaluation
+            final, tokens = model.image_features(images, p)
+            model.node_scores_from(text, final, tokens)
 
         def leaf():
             final, tokens = model.image_features(images, p)
             model.node_scores_from(text_leaf, final, tokens)
 
-        times = interleaved({"full": full, "leaf": leaf}, rounds=2, device=images.device)
+        times = interleaved({"full": full, "leaf": leaf}, rounds=rounds, device=images.device)
     return {k: images.shape[0] / median(v) for k, v in times.items()}
 
 
-def run(args, sizes, memory=True):
-    """Rows ``(tree, N, preset, chunk, step_s, peak_MB, eval_img_s)`` and the result values."""
-    shape, rows, values = SHAPES[args.shape], [], {}
-    for label, tax in trees(sizes).items():
-        for chunk in (0, args.chunk):
-            steps = {}
-            for preset in PRESETS:
-                model, images, labels = build(shape, tax, preset, chunk, args)
-                steps[preset] = (model, make_step(model, images, labels, args), images)
-            times = interleaved({p: s[1] for p, s in steps.items()}, rounds=args.rounds, device=args.device)
-            for preset, (model, _, images) in steps.items():
-                peak = float("nan")
-                if memory and label.startswith("N"):
-                    spec = dict(shape=args.shape, nodes=tax.num_nodes, preset=preset, chunk=chunk, batch=args.batch)
-                    mem = child_peak_memory(__file__, dict(spec, device=args.device))
-                    peak = mem["peak"] / 2**20
-                rate = eval_rate(model, images) if chunk == 0 else {"full": float("nan"), "leaf": float("nan")}
-                rows.append(
-                    [label, tax.num_nodes, preset, chunk, median(times[preset]), peak, rate["full"], rate["leaf"]]
-                )
-    _ratios(rows, values)
-    return rows, values
-
-
-def _ratios(rows, values):
-    by = {(r[0], r[2], r[3]): r for r in rows}
-    for (label, preset, chunk), r in by.items():
-        if preset != "hyptree":
-            continue
-        p = by[(label, "protect", chunk)]
-        values[f"time_ratio_{label}_c{chunk}"] = r[4] / p[4]
-        if not math.isnan(r[5]):
-            values[f"mem_ratio_{label}_c{chunk}"] = r[5] / p[5]
-        if chunk == 0:
-            values[f"eval_ratio_{label}"] = r[7] / r[6]  # full / leaf time = leaf rate / full rate
-
-
-def growth(rows, column):
-    """``{(preset, chunk): [exponent between successive synthetic sizes]}``."""
-    out = {}
-    for key in sorted({(r[2], r[3]) for r in rows}):
-        pts = sorted((r[1], r[column]) for r in rows if (r[2], r[3]) == key and r[0].startswith("N"))
-        out[key] = [math.log(b[1] / a[1]) / math.log(b[0] / a[0]) for a, b in zip(pts, pts[1:]) if a[1] > 0]
+def measure(spec: dict, args) -> dict:
+    """One configuration: warm-up step, measured steps (time, peak memory), evaluation rate."""
+    chunk = spec["chunk"] if spec["mode"] == "chunked" else 0
+    model, images, labels = build(SHAPES[spec["shape"]], tree_of(spec["tree"]), spec["preset"], chunk, args)
+    loss_fn = None
+    if spec["mode"] == "before":
+        loss_fn = lambda: padded_materialised_loss(model, images, labels)  # noqa: E731
+    step = make_step(model, images, labels, args, loss_fn=loss_fn)
+    out = {"nodes": model.taxonomy.num_nodes, **prompt_stats(model)}
+    out["loss"] = float(step().detach())  # warm-up: optimiser state, cached tables
+    times, base, peak = [], None, 0
+    for _ in range(spec["rounds"]):
+        b = reset_peak(args.device)
+        base = b if base is None else min(base, b)
+        times.append(timed(step, args.device))
+        peak = max(peak, read_peak(args.device))
+    out.update(step_s=median(times), times=times, base_mb=base / 2**20, peak_mb=peak / 2**20)
+    if spec.get("eval"):
+        rate = eval_rate(model, images)
+        out.update(eval_full=rate["full"], eval_leaf=rate["leaf"])
     return out
 
 
+def child(spec):
+    args = setup(base_parser("child").parse_args(["--device", spec["device"], "--threads", "1"]))
+    args.batch = spec["batch"]
+    child_answer(measure(spec, args))
+
+
+def key(spec) -> str:
+    return json.dumps({k: spec[k] for k in sorted(spec) if k != "device"}, sort_keys=True)
+
+
+def specs(args, labels: list[str]) -> list[dict]:
+    """The configurations, ordered so that each ratio's two sides are neighbours."""
+    out = []
+    for label in labels:
+        synthetic = label.startswith("N")
+        n = int(label[1:]) if synthetic else None
+        modes = ["plain"] if (not synthetic or n <= args.plain_max) else []
+        modes += ["chunked"] if synthetic else []
+        modes += ["before"] if args.before and not synthetic else []
+        default = "plain" if "plain" in modes else "chunked"
+        for mode in modes:
+            # protect and hyptree first (a ratio's two sides), vanilla after; "before": hyptree
+            presets = [p for p in ("protect", "hyptree", "vanilla") if p in args.presets]
+            for preset in ["hyptree"] if mode == "before" else presets:
+                spec = dict(tree=label, preset=preset, mode=mode, shape=args.shape, batch=args.batch)
+                spec.update(rounds=args.rounds, chunk=args.chunk if mode == "chunked" else 0)
+                spec["eval"] = mode == default and preset in ("hyptree", "vanilla") and not args.no_eval
+                out.append(spec)
+    return out
+
+
+def _load(path):
+    done = {}
+    if path and os.path.exists(path):
+        with open(path) as f:
+            for i, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise SystemExit(f"{path}:{i}: not a JSON line ({e}); move the file away") from None
+                    done[key(row["spec"])] = row["result"]
+    return done
+
+
+def run(args, labels, jobs=0):
+    """``[(spec, result)]`` for every configuration; ``jobs=0`` measures in this process
+    (tests: no fresh process, so peak memory is not per configuration)."""
+    from tqdm import tqdm
+
+    todo, done = specs(args, labels), _load(getattr(args, "out", None))
+    missing = [s for s in todo if key(s) not in done]
+    bar = tqdm(total=len(missing), desc="configurations", disable=not missing or jobs == 0)
+
+    def one(spec):
+        if jobs == 0:
+            res = measure(spec, args)
+        else:
+            res = child_peak_memory(__file__, dict(spec, device=args.device), timeout=args.timeout)
+        if getattr(args, "out", None):
+            with open(args.out, "a") as f:  # one line per finished child, written at once
+                f.write(json.dumps({"spec": spec, "result": res}) + "\n")
+        bar.set_postfix_str(f"{spec['tree']} {spec['mode']} {spec['preset']} {res['step_s']:.1f}s")
+        bar.update()
+        return key(spec), res
+
+    if jobs == 0:
+        done.update(one(s) for s in missing)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            done.update(pool.map(one, missing))
+    bar.close()
+    return [(s, done[key(s)]) for s in todo]
+
+
+def ratios(results) -> dict:
+    """hyptree / protect (time, peak, step increase), full / leaf evaluation, chunked / plain
+    and before / now, per tree and mode."""
+    by = {(s["tree"], s["preset"], s["mode"]): r for s, r in results}
+    values = {}
+    for (tree, preset, mode), r in by.items():
+        p = by.get((tree, "protect", mode))
+        if preset == "hyptree" and p:
+            values[f"time_ratio_{tree}_{mode}"] = r["step_s"] / p["step_s"]
+            values[f"mem_ratio_{tree}_{mode}"] = r["peak_mb"] / p["peak_mb"]
+            if p["peak_mb"] > p["base_mb"]:
+                values[f"delta_ratio_{tree}_{mode}"] = (r["peak_mb"] - r["base_mb"]) / (p["peak_mb"] - p["base_mb"])
+        if "eval_full" in r:
+            values[f"eval_ratio_{tree}_{preset}"] = r["eval_leaf"] / r["eval_full"]  # full / leaf time
+        now = by.get((tree, preset, "plain"))
+        if mode == "before" and now:
+            values[f"speedup_{tree}_{preset}"] = r["step_s"] / now["step_s"]
+            values[f"mem_before_now_{tree}_{preset}"] = r["peak_mb"] / now["peak_mb"]
+            values[f"loss_rel_{tree}_{preset}"] = abs(r["loss"] - now["loss"]) / abs(now["loss"])
+        if mode == "chunked" and now:
+            values[f"chunk_time_{tree}_{preset}"] = r["step_s"] / now["step_s"]
+            values[f"chunk_mem_{tree}_{preset}"] = r["peak_mb"] / now["peak_mb"]
+    return values
+
+
+def growth(results, field: str, mode="chunked") -> dict:
+    """``{preset: [exponent log(y2/y1)/log(N2/N1) between successive synthetic sizes]}``."""
+    out = {}
+    for preset in PRESETS:
+        pts = sorted(
+            (r["nodes"], r[field])
+            for s, r in results
+            if s["tree"].startswith("N") and s["preset"] == preset and s["mode"] == mode
+        )
+        out[preset] = [math.log(b[1] / a[1]) / math.log(b[0] / a[0]) for a, b in zip(pts, pts[1:]) if a[1] > 0]
+    return out
+
+
+def report(results, values):
+    header = ["tree", "N", "tok mean/max", "pad waste", "preset", "mode", "step s", "peak MB", "step +MB"]
+    header += ["eval full img/s", "eval leaf img/s", "loss"]
+    rows = []
+    for s, r in results:
+        tok = f"{r['tokens_mean']:.1f}/{r['tokens_max']}"
+        row = [s["tree"], r["nodes"], tok, f"{r['pad_waste']:.2f}", s["preset"], s["mode"]]
+        row += [f"{r['step_s']:.3g}", f"{r['peak_mb']:.0f}", f"{r['peak_mb'] - r['base_mb']:.0f}"]
+        row += [f"{r[k]:.3g}" if k in r else "" for k in ("eval_full", "eval_leaf")] + [f"{r['loss']:.6g}"]
+        rows.append(row)
+    print(table(rows, header))
+    for field, name in (("step_s", "step time"), ("peak_mb", "peak memory")):
+        for mode in ("plain", "chunked"):
+            for preset, ex in growth(results, field, mode).items():
+                if ex:
+                    print(f"growth exponent of {name}, {preset} {mode}: " + " ".join(f"{e:.2f}" for e in ex))
+    for k in (k for k in values if k.startswith("time_ratio")):
+        t = k[len("time_ratio_") :]
+        print(f"hyptree / protect {t}: time {values[k]:.3f}, peak {values['mem_ratio_' + t]:.3f}")
+
+
 def main(argv=None):
-    p = base_parser(__doc__.splitlines()[0], quick_help="tiny shape, 3 small trees, no memory children")
+    p = base_parser(__doc__.splitlines()[0], quick_help="tiny shape, 3 small trees")
     p.add_argument("--shape", default="b16", choices=sorted(SHAPES))
-    p.add_argument("--sizes", type=int, nargs="+", default=[100, 400, 1368, 5000, 20000])
+    p.add_argument("--sizes", type=int, nargs="*", default=[100, 400, 1368, 5000, 20000])
+    p.add_argument("--real", nargs="*", default=[], help="real ProTeCt trees under $HYPTREE_PROTECT_DIR")
+    p.add_argument("--before", action="store_true", help="also the pre-issue-16 step on the real trees")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1, help="measured steps per configuration")
     p.add_argument("--chunk", type=int, default=256, help="prompts per checkpointed chunk of the bounded pass")
-    p.add_argument("--no-memory", action="store_true")
+    p.add_argument(
+        "--plain-max",
+        type=int,
+        default=AUTO_CHUNK_ABOVE,
+        help="largest synthetic tree also run with the plain pass (its memory grows with N)",
+    )
+    p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
+    p.add_argument("--no-eval", action="store_true")
+    p.add_argument("--jobs", type=int, default=1, help="children run at a time")
+    p.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per child")
+    p.add_argument("--out", default=None, help="JSON-lines file of finished configurations (resumable)")
+    p.add_argument("--report-only", action="store_true", help="print every configuration in --out, run nothing")
     args = p.parse_args(argv)
     if args.child_mem:
         return child(json.loads(args.child_mem))
     args = setup(args)
     if args.quick:
         args.shape, args.sizes, args.batch, args.rounds, args.chunk = "tiny", [30, 60, 120], 2, 1, 16
-        args.no_memory = True  # one fresh interpreter per configuration is too slow for a quick run
-    rows, values = run(args, args.sizes, memory=not args.no_memory)
+    labels = [f"N{n}" for n in args.sizes] + list(args.real)
+    if args.report_only:
+        if not args.out:
+            raise SystemExit("--report-only needs --out FILE")
+        results = [(json.loads(k), r) for k, r in _load(args.out).items()]
+    else:
+        results = run(args, labels, jobs=args.jobs)
+    values = ratios(results)
     print(f"shape {SHAPES[args.shape].describe()}, batch {args.batch}, device {args.device}")
-    header = ["tree", "N", "preset", "chunk", "step s", "peak MB", "eval full img/s", "eval leaf img/s"]
-    print(table([[f"{v:.3g}" if isinstance(v, float) else v for v in r] for r in rows], header))
-    for name, col in (("step time", 4), ("peak memory", 5)):
-        for (preset, chunk), ex in growth(rows, col).items():
-            print(f"growth exponent of {name}, {preset} chunk {chunk}: " + " ".join(f"{e:.2f}" for e in ex))
+    report(results, values)
     print(result_line(values))
 
 

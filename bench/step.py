@@ -29,7 +29,7 @@ if __package__ in (None, ""):
 
 from bench.common import (
     SHAPES,
-    TAXONOMIES,
+    TAXONOMY_HELP,
     base_parser,
     batch,
     build_model,
@@ -47,6 +47,7 @@ from bench.common import (
     result_line,
     setup,
     table,
+    taxonomy,
 )
 from hyptree.loss import PRESETS
 
@@ -55,7 +56,7 @@ TARGET_TIME, TARGET_MEM = 1.10, 1.05
 
 def build(shape_name, tax_name, presets, args, size):
     shape = SHAPES[shape_name]
-    tax = TAXONOMIES[tax_name]()
+    tax = taxonomy(tax_name)
     clip_model = prepare_clip(shape, args)
     images, labels = batch(shape, tax, size, args.device)
     steps = {p: make_step(build_model(clip_model, tax, p, shape), images, labels, args) for p in presets}
@@ -138,7 +139,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8, help="images per step (8: the paper's batch)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per configuration")
     p.add_argument("--shapes", default=None, help="comma-separated shape names (tiny, small, b16)")
-    p.add_argument("--taxonomies", default="sun,deep")
+    p.add_argument("--taxonomies", default="sun,deep", help=TAXONOMY_HELP)
     p.add_argument("--no-memory", action="store_true")
     args = setup(p.parse_args(argv))
     if args.child_mem:

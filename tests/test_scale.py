@@ -9,6 +9,7 @@ from helpers import LINES, make_model
 from torch import nn
 
 from bench.per_node import keep_float64
+from bench.scale import padded_materialised_loss
 from hyptree.model.fusion import TextGuidedSelection
 from hyptree.model.loading import tiny_clip
 from hyptree.model.prompts import build_prompt_learner
@@ -143,17 +144,6 @@ def test_factorised_cosines_equal_the_materialised_ones(value):
     )
 
 
-def _old_loss(model, images, labels):
-    """The pre-issue-16 step: padded text pass over every node, (B, N, D) image features."""
-    p = model.prompt_learner()
-    feats = model.text_tower(p.token_embeds, p.tokens, deep_prompts=p.text_deep, truncate=False).float()
-    text = torch.cat([feats.new_zeros(1, feats.shape[1]), feats])
-    final, tokens = model.image_features(images, p)
-    node_image = model.fusion(text, tokens) if model.fusion is not None else final
-    scores = model.scores(text, node_image)
-    return model.objective(scores, labels, text_feats=text, image_feats=node_image)["total"]
-
-
 @pytest.mark.parametrize(
     "preset, value", [("hyptree", False), ("hyptree", True), ("protect", False), ("vanilla", False)]
 )
@@ -169,7 +159,7 @@ def test_the_new_step_equals_the_padded_materialised_step_in_float64(preset, val
     params = [p for p in model.parameters() if p.requires_grad]
     state = model.objective.rng.bit_generator.state
     results = []
-    for fn in (lambda: _old_loss(model, images, labels), lambda: model.loss(images, labels)["total"]):
+    for fn in (lambda: padded_materialised_loss(model, images, labels), lambda: model.loss(images, labels)["total"]):
         model.objective.rng = np.random.default_rng()
         model.objective.rng.bit_generator.state = state  # the same tree cut
         model.zero_grad(set_to_none=True)
@@ -212,7 +202,7 @@ def test_text_chunk_key_reaches_the_model_and_auto_is_safe():
         check_config(cfg)
 
 
-def test_scale_bench_core_runs_on_tiny_shapes():
+def test_scale_bench_core_runs_on_tiny_shapes(tmp_path, monkeypatch):
     import argparse
 
     from bench import scale
@@ -221,7 +211,50 @@ def test_scale_bench_core_runs_on_tiny_shapes():
     assert tax.num_nodes == 40 and tax.height <= 7
     words = [len(n.split()) for n in tax.display_names[1:]]
     assert min(words) >= 1 and max(words) >= 3  # multi-word names, not one-token stand-ins
-    args = argparse.Namespace(shape="tiny", device="cpu", precision="fp32", batch=2, rounds=1, chunk=8)
-    rows, values = scale.run(args, [20, 40], memory=False)
-    assert len(rows) == 2 * 2 * 3 and values["time_ratio_N40_c8"] > 0 and values["eval_ratio_N20"] > 0
-    assert set(scale.growth(rows, 4)) == {(p, c) for p in scale.PRESETS for c in (0, 8)}
+    out = str(tmp_path / "scale.jsonl")
+    args = argparse.Namespace(
+        shape="tiny",
+        device="cpu",
+        precision="fp32",
+        batch=2,
+        rounds=1,
+        chunk=8,
+        plain_max=30,
+        before=False,
+        no_eval=False,
+        out=out,
+        presets=scale.PRESETS,
+    )
+    results = scale.run(args, ["N20", "N40"])
+    modes = [(s["tree"], s["mode"]) for s, _ in results]
+    assert modes.count(("N20", "plain")) == 3 and ("N40", "plain") not in modes  # plain only up to plain_max
+    assert modes.count(("N20", "chunked")) == modes.count(("N40", "chunked")) == 3
+    values = scale.ratios(results)
+    assert values["time_ratio_N40_chunked"] > 0 and values["eval_ratio_N20_hyptree"] > 0
+    assert values["eval_ratio_N40_vanilla"] > 0  # evaluation in the default (chunked) mode above plain_max
+    assert set(scale.growth(results, "step_s")) == set(scale.PRESETS)
+    assert all(r["pad_waste"] > 0 for _, r in results)  # the synthetic names differ in length
+    # every finished configuration was kept: a second call measures nothing and gives the same
+    with open(out) as f:
+        assert len(f.readlines()) == len(results)
+    monkeypatch.setattr(scale, "measure", None)  # fails if called
+    again = scale.run(args, ["N20", "N40"])
+    assert [r for _, r in again] == [r for _, r in results]
+
+
+def test_bench_trees_by_name_include_the_real_protect_trees(tmp_path, monkeypatch):
+    from test_taxonomy_io import NESTED, make_protect_tree
+
+    from bench import common, scale
+
+    (tmp_path / "sun").mkdir()
+    make_protect_tree(str(tmp_path / "sun" / "tree.npy"), NESTED)
+    monkeypatch.delenv(common.PROTECT_DIR, raising=False)
+    with pytest.raises(SystemExit, match="set HYPTREE_PROTECT_DIR"):
+        common.taxonomy("protect:sun")
+    monkeypatch.setenv(common.PROTECT_DIR, str(tmp_path))
+    real = common.taxonomy("protect:sun")
+    assert real.class_names[:2] == ("canoe", "liner") and scale.tree_of("sun").names == real.names
+    assert common.taxonomy("deep").height >= 7 and scale.tree_of("N50").num_nodes == 50
+    with pytest.raises(SystemExit, match="unknown taxonomy 'sunny'"):
+        common.taxonomy("sunny")
