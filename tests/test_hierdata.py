@@ -396,6 +396,27 @@ def test_rare_species_folder_taxonomy(tmp_path):
     assert novel.taxonomy.num_classes == 1 and novel.taxonomy.height == 6
 
 
+def test_rare_species_official_protect_tree(tmp_path):
+    """The official Rare Species ``tree.npy`` (a ``treelibs.TreeForRareSpecies``) under
+    ``$DATA/protect/rarespecies/`` is used: nodes named by their rank paths, prompts the
+    whole path (the official prompt text), classes matched to the folders by name."""
+    root = str(tmp_path)
+    _rare(root)
+    nested: dict = {}
+    for species in SPECIES:
+        parts, sub = species.split("_"), nested
+        for k in range(1, len(parts) + 1):
+            sub = sub.setdefault("_".join(parts[:k]), {})
+    os.makedirs(os.path.join(root, "protect", "rarespecies"))
+    make_protect_tree(os.path.join(root, "protect", "rarespecies", "tree.npy"), nested, cls="TreeForRareSpecies")
+    hd = build("rare_species", root)
+    t = hd.taxonomy
+    assert "ProTeCt tree" in hd.source and hd.class_ids == sorted(SPECIES)
+    assert t.height == 6 and t.num_nodes == 1 + 11 + 6  # root, the chordata paths (shared phylum), arthropoda
+    leaf = t.leaves[hd.class_ids.index(SPECIES[1])]
+    assert t.display_names[leaf] == "chordata mammalia carnivora felidae panthera pardus"
+
+
 # --------------------------------------------------------------------------- matching, errors, cfg
 
 

@@ -109,7 +109,9 @@ _REGISTRY: dict[str, _Entry] = {
     "imagenet_a": _Entry(imagenet.load_imagenet_a, ("imagenet-a", "imagenet"), f"{_IMAGENET_CUT} 200 classes"),
     "imagenet_r": _Entry(imagenet.load_imagenet_r, ("imagenet-r", "imagenet"), f"{_IMAGENET_CUT} 200 classes"),
     "rare_species": _Entry(
-        rare_species.load_rare_species, (), "the class folder names phylum_class_order_family_genus_species"
+        rare_species.load_rare_species,
+        ("rarespecies",),
+        "the class folder names phylum_class_order_family_genus_species",
     ),
     "toy": _Entry(toy.load_toy, (), "$DATA/toy_hier/hierarchy.txt (generated with the images)"),
     "toy_world": _Entry(toy_world.load_toy_world, (), "$DATA/toy_world/hierarchy.txt (generated with the images)"),
