@@ -45,6 +45,8 @@ from bench.common import (  # noqa: E402
     interleaved,
     make_step,
     median,
+    paired_ratio,
+    prepare_clip,
     read_peak,
     reset_peak,
     result_line,
@@ -54,6 +56,7 @@ from bench.common import (  # noqa: E402
     timed,
 )
 from hyptree.model.hierarchical import AUTO_CHUNK_ABOVE, HierarchicalCLIP  # noqa: E402
+from hyptree.model.tokens import tokenizer  # noqa: E402
 from hyptree.tree import Taxonomy  # noqa: E402
 
 PRESETS = ("vanilla", "protect", "hyptree")
@@ -129,23 +132,6 @@ def prompt_stats(model) -> dict:
     }
 
 
-def build(shape, tax, preset, chunk, args):
-    from bench.common import prepare_clip
-
-    clip_model = prepare_clip(shape, args)
-    torch.manual_seed(0)
-    model = HierarchicalCLIP(
-        clip_model,
-        tax,
-        backbone="maple",
-        preset=preset,
-        prompt_options=dict(n_ctx=2, ctx_init="a photo of a", depth=shape.maple_depth),
-        text_chunk=chunk,
-    ).to(args.device)
-    images, labels = batch(shape, tax, args.batch, args.device)
-    return model, images, labels
-
-
 def eval_rate(model, images, rounds=2):
     """Images/s of full hierarchical scoring and of leaf-only scoring (text precomputed)."""
     with torch.no_grad():
@@ -166,32 +152,71 @@ def eval_rate(model, images, rounds=2):
     return {k: images.shape[0] / median(v) for k, v in times.items()}
 
 
-def measure(spec: dict, args) -> dict:
-    """One configuration: warm-up step, measured steps (time, peak memory), evaluation rate."""
-    chunk = spec["chunk"] if spec["mode"] == "chunked" else 0
-    model, images, labels = build(SHAPES[spec["shape"]], tree_of(spec["tree"]), spec["preset"], chunk, args)
-    loss_fn = None
-    if spec["mode"] == "before":
-        loss_fn = lambda: padded_materialised_loss(model, images, labels)  # noqa: E731
-    step = make_step(model, images, labels, args, loss_fn=loss_fn)
-    out = {"nodes": model.taxonomy.num_nodes, **prompt_stats(model)}
-    out["loss"] = float(step().detach())  # warm-up: optimiser state, cached tables
-    times, base, peak = [], None, 0
-    for _ in range(spec["rounds"]):
-        b = reset_peak(args.device)
-        base = b if base is None else min(base, b)
-        times.append(timed(step, args.device))
-        peak = max(peak, read_peak(args.device))
-    out.update(step_s=median(times), times=times, base_mb=base / 2**20, peak_mb=peak / 2**20)
-    if spec.get("eval"):
-        rate = eval_rate(model, images)
-        out.update(eval_full=rate["full"], eval_leaf=rate["leaf"])
-    return out
+def _rss_mb(device) -> float:
+    return reset_peak(device) / 2**20  # the resident set now (CPU) / allocated bytes (CUDA)
+
+
+def _build(group, args):
+    """One frozen CLIP shared by the group's models, one model per configuration."""
+    shape, tax = SHAPES[group["shape"]], tree_of(group["tree"])
+    clip_model = prepare_clip(shape, args)
+    images, labels = batch(shape, tax, group["batch"], args.device)
+    tokenizer()  # loaded once per process, counted with CLIP
+    clip_mb, models, sizes = _rss_mb(args.device), {}, {}
+    shared = {t.data_ptr() for t in [*clip_model.parameters(), *clip_model.buffers()]}
+    for preset, mode in group["configs"]:
+        torch.manual_seed(0)
+        models[(preset, mode)] = HierarchicalCLIP(
+            clip_model,
+            tax,
+            backbone="maple",
+            preset=preset,
+            prompt_options={"n_ctx": 2, "ctx_init": "a photo of a", "depth": shape.maple_depth},
+            text_chunk=group["chunk"] if mode == "chunked" else 0,
+        ).to(args.device)
+        model = models[(preset, mode)]
+        own = {t.data_ptr(): t for t in [*model.parameters(), *model.buffers()] if t.data_ptr() not in shared}
+        sizes[(preset, mode)] = sum(t.numel() * t.element_size() for t in own.values()) / 2**20
+    return models, images, labels, clip_mb, sizes
+
+
+def measure(group: dict, args) -> dict:
+    """One group (a tree and its configurations ``(preset, mode)``), in one process: one
+    frozen CLIP, one model per configuration, steps interleaved round by round (so ratios
+    within the group are paired), ``warmup`` rounds not kept; then evaluation rates.
+
+    Per configuration: step times, the loss of its first step, peak memory of its steps and
+    ``peak_mb`` = what a process holding only this configuration holds at its peak: resident
+    after building CLIP and the batch + the model's own tensors (prompts, buffers, heads)
+    + the step's increase.
+    """
+    models, images, labels, clip_mb, sizes = _build(group, args)
+    steps, out = {}, {}
+    for (preset, mode), model in models.items():
+        loss_fn = (lambda m=model: padded_materialised_loss(m, images, labels)) if mode == "before" else None
+        steps[(preset, mode)] = make_step(model, images, labels, args, loss_fn=loss_fn)
+        out[(preset, mode)] = {"nodes": model.taxonomy.num_nodes, **prompt_stats(model), "times": [], "delta_mb": 0}
+    for r in range(group["warmup"] + group["rounds"]):
+        for name, step in steps.items():
+            o, held = out[name], []
+            base = reset_peak(args.device)
+            t = timed(lambda step=step, held=held: held.append(step()), args.device)
+            delta = (read_peak(args.device) - base) / 2**20
+            o.setdefault("loss", float(held[0].detach()))
+            if r >= group["warmup"]:
+                o["times"].append(t)
+                o["delta_mb"] = max(o["delta_mb"], delta)
+    for name, o in out.items():
+        o.update(step_s=median(o["times"]), base_mb=clip_mb + sizes[name], model_mb=sizes[name])
+        o["peak_mb"] = o["base_mb"] + o["delta_mb"]
+        if list(name) in group["eval"]:
+            rate = eval_rate(models[name], images)
+            o.update(eval_full=rate["full"], eval_leaf=rate["leaf"])
+    return {f"{p}/{m}": o for (p, m), o in out.items()}
 
 
 def child(spec):
     args = setup(base_parser("child").parse_args(["--device", spec["device"], "--threads", "1"]))
-    args.batch = spec["batch"]
     child_answer(measure(spec, args))
 
 
@@ -199,24 +224,24 @@ def key(spec) -> str:
     return json.dumps({k: spec[k] for k in sorted(spec) if k != "device"}, sort_keys=True)
 
 
-def specs(args, labels: list[str]) -> list[dict]:
-    """The configurations, ordered so that each ratio's two sides are neighbours."""
+def groups(args, labels: list[str]) -> list[dict]:
+    """One group per tree (``--split``: one per configuration, so each process holds one model),
+    its configurations ordered protect, hyptree, vanilla; the evaluation runs for hyptree and
+    vanilla in the tree's default mode (plain up to ``--plain-max`` nodes, else chunked)."""
     out = []
     for label in labels:
         synthetic = label.startswith("N")
-        n = int(label[1:]) if synthetic else None
-        modes = ["plain"] if (not synthetic or n <= args.plain_max) else []
+        modes = ["plain"] if (not synthetic or int(label[1:]) <= args.plain_max) else []
         modes += ["chunked"] if synthetic else []
-        modes += ["before"] if args.before and not synthetic else []
-        default = "plain" if "plain" in modes else "chunked"
-        for mode in modes:
-            # protect and hyptree first (a ratio's two sides), vanilla after; "before": hyptree
-            presets = [p for p in ("protect", "hyptree", "vanilla") if p in args.presets]
-            for preset in ["hyptree"] if mode == "before" else presets:
-                spec = dict(tree=label, preset=preset, mode=mode, shape=args.shape, batch=args.batch)
-                spec.update(rounds=args.rounds, chunk=args.chunk if mode == "chunked" else 0)
-                spec["eval"] = mode == default and preset in ("hyptree", "vanilla") and not args.no_eval
-                out.append(spec)
+        presets = [p for p in ("protect", "hyptree", "vanilla") if p in args.presets]
+        configs = [[p, m] for m in modes for p in presets]
+        if args.before and not synthetic:
+            configs.append(["hyptree", "before"])  # the pre-issue-16 step, for the speed-up
+        evals = [] if args.no_eval else [[p, modes[0]] for p in presets if p in ("hyptree", "vanilla")]
+        common = {"tree": label, "shape": args.shape, "batch": args.batch, "chunk": args.chunk}
+        common.update(rounds=args.rounds, warmup=args.warmup)
+        for part in [[c] for c in configs] if args.split else [configs]:
+            out.append(dict(common, configs=part, eval=[e for e in evals if e in part]))
     return out
 
 
@@ -235,56 +260,70 @@ def _load(path):
 
 
 def run(args, labels, jobs=0):
-    """``[(spec, result)]`` for every configuration; ``jobs=0`` measures in this process
-    (tests: no fresh process, so peak memory is not per configuration)."""
+    """``[(config, result)]`` for every configuration of every group, ``config`` =
+    ``{tree, preset, mode, group}``; ``jobs=0`` measures in this process (tests)."""
     from tqdm import tqdm
 
-    todo, done = specs(args, labels), _load(getattr(args, "out", None))
-    missing = [s for s in todo if key(s) not in done]
-    bar = tqdm(total=len(missing), desc="configurations", disable=not missing or jobs == 0)
+    todo, done = groups(args, labels), _load(getattr(args, "out", None))
+    missing = [g for g in todo if key(g) not in done]
+    bar = tqdm(total=len(missing), desc="groups", disable=not missing or jobs == 0)
 
-    def one(spec):
+    def one(group):
         if jobs == 0:
-            res = measure(spec, args)
+            res = measure(group, args)
         else:
-            res = child_peak_memory(__file__, dict(spec, device=args.device), timeout=args.timeout)
+            res = child_peak_memory(__file__, dict(group, device=args.device), timeout=args.timeout)
         if getattr(args, "out", None):
-            with open(args.out, "a") as f:  # one line per finished child, written at once
-                f.write(json.dumps({"spec": spec, "result": res}) + "\n")
-        bar.set_postfix_str(f"{spec['tree']} {spec['mode']} {spec['preset']} {res['step_s']:.1f}s")
+            with open(args.out, "a") as f:  # one line per finished group, written at once
+                f.write(json.dumps({"spec": group, "result": res}) + "\n")
+        bar.set_postfix_str(f"{group['tree']} " + " ".join(f"{k} {r['step_s']:.1f}s" for k, r in res.items()))
         bar.update()
-        return key(spec), res
+        return key(group), res
 
     if jobs == 0:
-        done.update(one(s) for s in missing)
+        done.update(one(g) for g in missing)
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             done.update(pool.map(one, missing))
     bar.close()
-    return [(s, done[key(s)]) for s in todo]
+    return flatten((g, done[key(g)]) for g in todo)
+
+
+def flatten(rows) -> list:
+    out = []
+    for group, res in rows:
+        for name, r in res.items():
+            preset, mode = name.split("/")
+            out.append(({"tree": group["tree"], "preset": preset, "mode": mode, "group": key(group)}, r))
+    return out
+
+
+def _ratio(a, b) -> float:
+    """Paired (median of per-round ratios) when both ran in one group, else of the medians."""
+    return paired_ratio(a["times"], b["times"]) if a["_group"] == b["_group"] else a["step_s"] / b["step_s"]
 
 
 def ratios(results) -> dict:
     """hyptree / protect (time, peak, step increase), full / leaf evaluation, chunked / plain
     and before / now, per tree and mode."""
-    by = {(s["tree"], s["preset"], s["mode"]): r for s, r in results}
+    by = {(s["tree"], s["preset"], s["mode"]): dict(r, _group=s["group"]) for s, r in results}
     values = {}
     for (tree, preset, mode), r in by.items():
         p = by.get((tree, "protect", mode))
         if preset == "hyptree" and p:
-            values[f"time_ratio_{tree}_{mode}"] = r["step_s"] / p["step_s"]
+            values[f"time_ratio_{tree}_{mode}"] = _ratio(r, p)
             values[f"mem_ratio_{tree}_{mode}"] = r["peak_mb"] / p["peak_mb"]
-            if p["peak_mb"] > p["base_mb"]:
-                values[f"delta_ratio_{tree}_{mode}"] = (r["peak_mb"] - r["base_mb"]) / (p["peak_mb"] - p["base_mb"])
+            if p["delta_mb"] > 0:
+                values[f"delta_ratio_{tree}_{mode}"] = r["delta_mb"] / p["delta_mb"]
         if "eval_full" in r:
             values[f"eval_ratio_{tree}_{preset}"] = r["eval_leaf"] / r["eval_full"]  # full / leaf time
         now = by.get((tree, preset, "plain"))
         if mode == "before" and now:
-            values[f"speedup_{tree}_{preset}"] = r["step_s"] / now["step_s"]
+            values[f"speedup_{tree}_{preset}"] = _ratio(r, now)
             values[f"mem_before_now_{tree}_{preset}"] = r["peak_mb"] / now["peak_mb"]
             values[f"loss_rel_{tree}_{preset}"] = abs(r["loss"] - now["loss"]) / abs(now["loss"])
         if mode == "chunked" and now:
-            values[f"chunk_time_{tree}_{preset}"] = r["step_s"] / now["step_s"]
+            values[f"chunk_time_{tree}_{preset}"] = _ratio(r, now)
             values[f"chunk_mem_{tree}_{preset}"] = r["peak_mb"] / now["peak_mb"]
     return values
 
@@ -309,7 +348,7 @@ def report(results, values):
     for s, r in results:
         tok = f"{r['tokens_mean']:.1f}/{r['tokens_max']}"
         row = [s["tree"], r["nodes"], tok, f"{r['pad_waste']:.2f}", s["preset"], s["mode"]]
-        row += [f"{r['step_s']:.3g}", f"{r['peak_mb']:.0f}", f"{r['peak_mb'] - r['base_mb']:.0f}"]
+        row += [f"{r['step_s']:.3g}", f"{r['peak_mb']:.0f}", f"{r['delta_mb']:.0f}"]
         row += [f"{r[k]:.3g}" if k in r else "" for k in ("eval_full", "eval_leaf")] + [f"{r['loss']:.6g}"]
         rows.append(row)
     print(table(rows, header))
@@ -330,7 +369,9 @@ def main(argv=None):
     p.add_argument("--real", nargs="*", default=[], help="real ProTeCt trees under $HYPTREE_PROTECT_DIR")
     p.add_argument("--before", action="store_true", help="also the pre-issue-16 step on the real trees")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=1, help="measured steps per configuration")
+    p.add_argument("--rounds", type=int, default=2, help="measured steps per configuration")
+    p.add_argument("--warmup", type=int, default=1, help="rounds run first and not kept")
+    p.add_argument("--split", action="store_true", help="one process per configuration (unpaired)")
     p.add_argument("--chunk", type=int, default=256, help="prompts per checkpointed chunk of the bounded pass")
     p.add_argument(
         "--plain-max",
@@ -349,12 +390,12 @@ def main(argv=None):
         return child(json.loads(args.child_mem))
     args = setup(args)
     if args.quick:
-        args.shape, args.sizes, args.batch, args.rounds, args.chunk = "tiny", [30, 60, 120], 2, 1, 16
+        args.shape, args.sizes, args.batch, args.rounds, args.chunk = "tiny", [30, 60, 120], 2, 3, 16
     labels = [f"N{n}" for n in args.sizes] + list(args.real)
     if args.report_only:
         if not args.out:
             raise SystemExit("--report-only needs --out FILE")
-        results = [(json.loads(k), r) for k, r in _load(args.out).items()]
+        results = flatten((json.loads(k), r) for k, r in _load(args.out).items())
     else:
         results = run(args, labels, jobs=args.jobs)
     values = ratios(results)

@@ -224,6 +224,8 @@ def test_scale_bench_core_runs_on_tiny_shapes(tmp_path, monkeypatch):
         no_eval=False,
         out=out,
         presets=scale.PRESETS,
+        warmup=1,
+        split=False,
     )
     results = scale.run(args, ["N20", "N40"])
     modes = [(s["tree"], s["mode"]) for s, _ in results]
@@ -234,9 +236,13 @@ def test_scale_bench_core_runs_on_tiny_shapes(tmp_path, monkeypatch):
     assert values["eval_ratio_N40_vanilla"] > 0  # evaluation in the default (chunked) mode above plain_max
     assert set(scale.growth(results, "step_s")) == set(scale.PRESETS)
     assert all(r["pad_waste"] > 0 for _, r in results)  # the synthetic names differ in length
-    # every finished configuration was kept: a second call measures nothing and gives the same
+    assert len({s["group"] for s, _ in results}) == 2  # one process per tree: paired ratios
+    assert all(
+        len(r["times"]) == 1 and r["peak_mb"] == r["base_mb"] + r["delta_mb"] >= r["base_mb"] > 0 for _, r in results
+    )
+    # every finished group was kept: a second call measures nothing and gives the same
     with open(out) as f:
-        assert len(f.readlines()) == len(results)
+        assert len(f.readlines()) == 2
     monkeypatch.setattr(scale, "measure", None)  # fails if called
     again = scale.run(args, ["N20", "N40"])
     assert [r for _, r in again] == [r for _, r in results]
