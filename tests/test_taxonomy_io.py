@@ -261,6 +261,22 @@ def test_protect_cuts_torch_archive_with_ambiguous_texts(tmp_path):
             load_protect_cuts(f, t)
 
 
+def test_protect_cuts_single_child_chain_of_equal_texts(tmp_path):
+    """ProTeCt's ImageNet base / novel trees keep single-child chains whose two nodes have one
+    prompt text ('slot_machine' -> 'slot_machine_1'); their cut files name the text once."""
+    nested = {"machine": {"slot_machine": {"slot_machine_1": {}}, "lathe": {}}, "tool": {"saw": {}, "drill": {}}}
+    p = str(tmp_path / "tree.npy")
+    make_protect_tree(p, nested)
+    t = read_protect_tree(p)
+    cut = (t.index("slot_machine"), t.index("lathe"), t.index("tool"))
+    f = str(tmp_path / "treecuts_1_multi_base.pkl")
+    torch.save({0: [("slot machine", "lathe", "tool"), cut_targets(t, cut).tolist()]}, f)
+    assert load_protect_cuts(f, t) == [cut]  # the topmost of the chain
+    torch.save({0: [("slot machine", "lathe", "tool"), [2, 1, 2, 2]]}, f)  # no node covers {1, 3}
+    with pytest.raises(ValueError, match="'slot machine': no node covers exactly"):
+        load_protect_cuts(f, t)
+
+
 # ====================================================================== gt lists
 def test_protect_list(tmp_path):
     p = tmp_path / "gt_test.txt"

@@ -89,7 +89,9 @@ def load_protect_cuts(path: str, taxonomy: Taxonomy) -> list[tuple[int, ...]]:
     * a dict ``{internal node name: 0/1}`` of expansion flags (missing = not expanded).
 
     A prompt text shared by several nodes (ImageNet's ``cap_1``/``cap_2``) is resolved
-    with ``tgt_mapping``, which then has to be in the taxonomy's class order; a cut
+    with ``tgt_mapping``, which then has to be in the taxonomy's class order (when it
+    leaves a single-child chain of equal texts, e.g. ``slot_machine`` -> ``slot_machine_1``
+    in ProTeCt's ImageNet base tree, the topmost node is taken); a cut
     whose ``tgt_mapping`` disagrees with the resolved cut triggers a warning (class
     orders differ). Returns validated cuts; errors name the file and cut.
     """
@@ -253,7 +255,11 @@ def _resolve_cut_names(taxonomy: Taxonomy, names, targets) -> tuple[int, ...]:
                 )
             want = set(np.nonzero(np.asarray(targets) == pos)[0].tolist())
             cand = [c for c in cand if set(taxonomy.classes_under(c).tolist()) == want]
-            if len(cand) != 1:
-                raise ValueError(f"node text {name!r}: {len(cand)} nodes cover exactly the classes the file maps to it")
+            if not cand:
+                raise ValueError(f"node text {name!r}: no node covers exactly the classes the file maps to it")
+            # Several left: nodes with equal class sets lie on one single-child chain
+            # (ProTeCt's ImageNet base/novel trees: 'slot_machine' -> 'slot_machine_1'), with
+            # the same prompt text, so the same scores; the topmost is the cut's node.
+            cand = [min(cand, key=lambda c: int(taxonomy.depth[c]))]
         ids.append(cand[0])
     return validate_cut(taxonomy, ids)
