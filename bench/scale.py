@@ -9,23 +9,27 @@ when that variable is set (``--real cifar100 sun imagenet rarespecies``). Text-p
 * ``before``: the step as it was before issue 16 (:func:`padded_materialised_loss`: every
   prompt padded to the tree's longest, ``(B, N, D)`` image-tree features), for the speed-up.
 
-Every configuration runs in a fresh child process (peak memory of one configuration only):
-build, one warm-up step, ``--rounds`` measured steps (median time; peak RSS on the CPU,
-``max_memory_allocated`` on CUDA), and for the default mode of the hyptree and vanilla presets
-the evaluation rate (images/s of full hierarchical scores vs leaf-only, text precomputed).
-``--jobs 2`` runs two children at a time, ordered so that the configurations a ratio compares
-(protect and hyptree of one tree and mode) run side by side. ``--out FILE`` keeps every
-finished child's answer (JSON lines) and reuses them on the next call, so a long sweep can be
-stopped and resumed, and the table is printed from all of them.
+Each tree is one *group*, measured in a fresh child process (:func:`measure`): one frozen
+CLIP shared by one model per configuration (preset x mode), ``--warmup`` rounds and then
+``--rounds`` rounds of one step per configuration, interleaved (ratios inside a group are
+paired); per configuration the step time, the step's peak memory increase (peak RSS on the
+CPU, ``max_memory_allocated`` on CUDA) and the single-model peak; then, for hyptree and
+vanilla in the tree's default mode, the evaluation rate (images/s of full hierarchical
+scores vs leaf-only, text precomputed). ``--split`` makes one group per configuration (one
+model per process), ``--jobs 2`` runs two groups at a time. ``--out FILE`` appends each
+finished group (JSON lines) and skips the groups already there, so a long sweep can be
+stopped and resumed; ``--report-only`` prints the table of everything in the file.
+The report (ratios, growth exponents, the issue-16 targets, ``--plot``): ``bench/scale_report.py``.
 
     PYTHONPATH=. python bench/scale.py --quick
-    PYTHONPATH=. python bench/scale.py --sizes 100 400 1368 5000 20000 --jobs 2 --out scale.jsonl
+    PYTHONPATH=. python bench/scale.py --sizes 100 400 1368 --jobs 2 --out scale.jsonl
+    PYTHONPATH=. python bench/scale.py --sizes 20000 --split --warmup 0 --rounds 1 --out scale.jsonl
+    PYTHONPATH=. python bench/scale.py --report-only --out scale.jsonl --plot scale.png
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -45,21 +49,25 @@ from bench.common import (  # noqa: E402
     interleaved,
     make_step,
     median,
-    paired_ratio,
     prepare_clip,
     read_peak,
     reset_peak,
     result_line,
     setup,
-    table,
     taxonomy,
     timed,
+)
+from bench.scale_report import (  # noqa: E402
+    PRESETS,  # noqa: E402
+    ordered,
+    plot,
+    ratios,
+    report,
 )
 from hyptree.model.hierarchical import AUTO_CHUNK_ABOVE, HierarchicalCLIP  # noqa: E402
 from hyptree.model.tokens import tokenizer  # noqa: E402
 from hyptree.tree import Taxonomy  # noqa: E402
 
-PRESETS = ("vanilla", "protect", "hyptree")
 MODES = ("plain", "chunked", "before")
 #: words per name: CIFAR-like short names, WordNet-like multi-word ones, and a tail of
 #: SUN-like long scene descriptions ("transportation (roads, parking, bridges, ...)").
@@ -298,70 +306,6 @@ def flatten(rows) -> list:
     return out
 
 
-def _ratio(a, b) -> float:
-    """Paired (median of per-round ratios) when both ran in one group, else of the medians."""
-    return paired_ratio(a["times"], b["times"]) if a["_group"] == b["_group"] else a["step_s"] / b["step_s"]
-
-
-def ratios(results) -> dict:
-    """hyptree / protect (time, peak, step increase), full / leaf evaluation, chunked / plain
-    and before / now, per tree and mode."""
-    by = {(s["tree"], s["preset"], s["mode"]): dict(r, _group=s["group"]) for s, r in results}
-    values = {}
-    for (tree, preset, mode), r in by.items():
-        p = by.get((tree, "protect", mode))
-        if preset == "hyptree" and p:
-            values[f"time_ratio_{tree}_{mode}"] = _ratio(r, p)
-            values[f"mem_ratio_{tree}_{mode}"] = r["peak_mb"] / p["peak_mb"]
-            if p["delta_mb"] > 0:
-                values[f"delta_ratio_{tree}_{mode}"] = r["delta_mb"] / p["delta_mb"]
-        if "eval_full" in r:
-            values[f"eval_ratio_{tree}_{preset}"] = r["eval_leaf"] / r["eval_full"]  # full / leaf time
-        now = by.get((tree, preset, "plain"))
-        if mode == "before" and now:
-            values[f"speedup_{tree}_{preset}"] = _ratio(r, now)
-            values[f"mem_before_now_{tree}_{preset}"] = r["peak_mb"] / now["peak_mb"]
-            values[f"loss_rel_{tree}_{preset}"] = abs(r["loss"] - now["loss"]) / abs(now["loss"])
-        if mode == "chunked" and now:
-            values[f"chunk_time_{tree}_{preset}"] = _ratio(r, now)
-            values[f"chunk_mem_{tree}_{preset}"] = r["peak_mb"] / now["peak_mb"]
-    return values
-
-
-def growth(results, field: str, mode="chunked") -> dict:
-    """``{preset: [exponent log(y2/y1)/log(N2/N1) between successive synthetic sizes]}``."""
-    out = {}
-    for preset in PRESETS:
-        pts = sorted(
-            (r["nodes"], r[field])
-            for s, r in results
-            if s["tree"].startswith("N") and s["preset"] == preset and s["mode"] == mode
-        )
-        out[preset] = [math.log(b[1] / a[1]) / math.log(b[0] / a[0]) for a, b in zip(pts, pts[1:]) if a[1] > 0]
-    return out
-
-
-def report(results, values):
-    header = ["tree", "N", "tok mean/max", "pad waste", "preset", "mode", "step s", "peak MB", "step +MB"]
-    header += ["eval full img/s", "eval leaf img/s", "loss"]
-    rows = []
-    for s, r in results:
-        tok = f"{r['tokens_mean']:.1f}/{r['tokens_max']}"
-        row = [s["tree"], r["nodes"], tok, f"{r['pad_waste']:.2f}", s["preset"], s["mode"]]
-        row += [f"{r['step_s']:.3g}", f"{r['peak_mb']:.0f}", f"{r['delta_mb']:.0f}"]
-        row += [f"{r[k]:.3g}" if k in r else "" for k in ("eval_full", "eval_leaf")] + [f"{r['loss']:.6g}"]
-        rows.append(row)
-    print(table(rows, header))
-    for field, name in (("step_s", "step time"), ("peak_mb", "peak memory")):
-        for mode in ("plain", "chunked"):
-            for preset, ex in growth(results, field, mode).items():
-                if ex:
-                    print(f"growth exponent of {name}, {preset} {mode}: " + " ".join(f"{e:.2f}" for e in ex))
-    for k in (k for k in values if k.startswith("time_ratio")):
-        t = k[len("time_ratio_") :]
-        print(f"hyptree / protect {t}: time {values[k]:.3f}, peak {values['mem_ratio_' + t]:.3f}")
-
-
 def main(argv=None):
     p = base_parser(__doc__.splitlines()[0], quick_help="tiny shape, 3 small trees")
     p.add_argument("--shape", default="b16", choices=sorted(SHAPES))
@@ -385,6 +329,7 @@ def main(argv=None):
     p.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per child")
     p.add_argument("--out", default=None, help="JSON-lines file of finished configurations (resumable)")
     p.add_argument("--report-only", action="store_true", help="print every configuration in --out, run nothing")
+    p.add_argument("--plot", default=None, help="write step time and peak memory vs N to this PNG")
     args = p.parse_args(argv)
     if args.child_mem:
         return child(json.loads(args.child_mem))
@@ -395,12 +340,14 @@ def main(argv=None):
     if args.report_only:
         if not args.out:
             raise SystemExit("--report-only needs --out FILE")
-        results = flatten((json.loads(k), r) for k, r in _load(args.out).items())
+        results = ordered(flatten((json.loads(k), r) for k, r in _load(args.out).items()))
     else:
         results = run(args, labels, jobs=args.jobs)
     values = ratios(results)
     print(f"shape {SHAPES[args.shape].describe()}, batch {args.batch}, device {args.device}")
     report(results, values)
+    if args.plot:
+        print(f"plot: {plot(results, args.plot)}")
     print(result_line(values))
 
 

@@ -205,7 +205,7 @@ def test_text_chunk_key_reaches_the_model_and_auto_is_safe():
 def test_scale_bench_core_runs_on_tiny_shapes(tmp_path, monkeypatch):
     import argparse
 
-    from bench import scale
+    from bench import scale, scale_report
 
     tax = scale.realistic_tree(40)
     assert tax.num_nodes == 40 and tax.height <= 7
@@ -231,10 +231,13 @@ def test_scale_bench_core_runs_on_tiny_shapes(tmp_path, monkeypatch):
     modes = [(s["tree"], s["mode"]) for s, _ in results]
     assert modes.count(("N20", "plain")) == 3 and ("N40", "plain") not in modes  # plain only up to plain_max
     assert modes.count(("N20", "chunked")) == modes.count(("N40", "chunked")) == 3
-    values = scale.ratios(results)
+    values = scale_report.ratios(results)
     assert values["time_ratio_N40_chunked"] > 0 and values["eval_ratio_N20_hyptree"] > 0
     assert values["eval_ratio_N40_vanilla"] > 0  # evaluation in the default (chunked) mode above plain_max
-    assert set(scale.growth(results, "step_s")) == set(scale.PRESETS)
+    assert set(scale_report.growth(results, "step_s")) == set(scale.PRESETS)
+    png = scale_report.plot(results, str(tmp_path / "scale.png"))
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert all(r["pad_waste"] > 0 for _, r in results)  # the synthetic names differ in length
     assert len({s["group"] for s, _ in results}) == 2  # one process per tree: paired ratios
     assert all(
@@ -264,3 +267,24 @@ def test_bench_trees_by_name_include_the_real_protect_trees(tmp_path, monkeypatc
     assert common.taxonomy("deep").height >= 7 and scale.tree_of("N50").num_nodes == 50
     with pytest.raises(SystemExit, match="unknown taxonomy 'sunny'"):
         common.taxonomy("sunny")
+
+
+def test_scale_targets_say_met_and_missed():
+    from bench.scale_report import targets
+
+    def row(n, preset, step, peak):
+        return {"tree": f"N{n}", "preset": preset, "mode": "chunked", "group": str(n)}, {
+            "nodes": n,
+            "step_s": step,
+            "peak_mb": peak,
+        }
+
+    results = [row(1368, p, 10.0, 1000.0) for p in ("protect", "hyptree")]
+    results += [row(20000, p, 200.0, 4000.0) for p in ("protect", "hyptree")]  # 20x time for 14.6x nodes
+    values = {"time_ratio_N1368_chunked": 1.01, "time_ratio_N20000_chunked": 1.07, "speedup_sun_hyptree": 2.0}
+    got = {name: (text, ok) for name, text, ok in targets(results, values)}
+    assert got["hyptree / protect step time <= 1.05"] == ("N1368_chunked 1.010, N20000_chunked 1.070", False)
+    assert got["before / now step time >= 1.8 (real trees)"][1]
+    assert got["chunked peak at 20000 nodes <= 3x that at 1,368"] == ("4.00x", False)
+    assert got["chunked step time grows at most linearly"] == ("exponents <= 1.12", False)
+    assert "hyptree / protect peak memory <= 1.05" not in got  # nothing measured, nothing claimed
