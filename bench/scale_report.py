@@ -78,9 +78,9 @@ def targets(results, values) -> list:
     out = []
 
     def add(name, keys, ok, fmt="{:.3f}"):
-        got = {k: values[k] for k in values if any(k.startswith(p) for p in keys)}
+        got = {k[len(p) :]: v for k, v in values.items() for p in keys if k.startswith(p)}
         if got:
-            text = ", ".join(f"{k.split('_', 2)[-1]} " + fmt.format(v) for k, v in got.items())
+            text = ", ".join(f"{k} " + fmt.format(v) for k, v in got.items())
             out.append((name, text, all(ok(v) for v in got.values())))
 
     add("hyptree / protect step time <= 1.05", ["time_ratio_"], lambda v: v <= 1.05)
