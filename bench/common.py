@@ -240,9 +240,9 @@ def imagenet_like(seed: int = 0, leaves: int = 1000, internal: int = 368, max_de
 
 TAXONOMIES = {"sun": sun_like, "deep": deep_tree, "imagenet": imagenet_like}
 PROTECT_DIR = "HYPTREE_PROTECT_DIR"
-TAXONOMY_HELP = "comma-separated: sun, deep, imagenet (synthetic) or protect:<dataset> (real, $HYPTREE_PROTECT_DIR)"
 """Environment variable naming the folder of real ProTeCt trees, ``<dir>/<dataset>/tree.npy``
 (e.g. the official repository's ``prepro/data``), read by ``--taxonomies protect:<dataset>``."""
+TAXONOMY_HELP = "comma-separated: sun, deep, imagenet (synthetic) or protect:<dataset> (real, $HYPTREE_PROTECT_DIR)"
 
 
 def taxonomy(name: str) -> Taxonomy:

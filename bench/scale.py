@@ -57,18 +57,11 @@ from bench.common import (  # noqa: E402
     taxonomy,
     timed,
 )
-from bench.scale_report import (  # noqa: E402
-    PRESETS,  # noqa: E402
-    ordered,
-    plot,
-    ratios,
-    report,
-)
+from bench.scale_report import PRESETS, ordered, plot, ratios, report  # noqa: E402
 from hyptree.model.hierarchical import AUTO_CHUNK_ABOVE, HierarchicalCLIP  # noqa: E402
 from hyptree.model.tokens import tokenizer  # noqa: E402
 from hyptree.tree import Taxonomy  # noqa: E402
 
-MODES = ("plain", "chunked", "before")
 #: words per name: CIFAR-like short names, WordNet-like multi-word ones, and a tail of
 #: SUN-like long scene descriptions ("transportation (roads, parking, bridges, ...)").
 #: Real trees (CLIP tokens per name, mean / max): CIFAR-100 1.5 / 7, SUN 2.2 / 14,
