@@ -6,6 +6,8 @@ when that variable is set (``--real cifar100 sun imagenet rarespecies``). Text-p
 
 * ``plain``: one pass over every prompt, grouped by length (``text_chunk=0``);
 * ``chunked``: the memory-bounded pass, checkpointed chunks of ``--chunk`` prompts;
+* ``unshared``: ``plain`` without the shared-prefix pass (every prompt runs SOS and the
+  context itself), to show what that pass saves;
 * ``before``: the step as it was before issue 16 (:func:`padded_materialised_loss`: every
   prompt padded to the tree's longest, ``(B, N, D)`` image-tree features), for the speed-up.
 
@@ -195,6 +197,9 @@ def measure(group: dict, args) -> dict:
     steps, out = {}, {}
     for (preset, mode), model in models.items():
         loss_fn = (lambda m=model: padded_materialised_loss(m, images, labels)) if mode == "before" else None
+        if mode == "unshared":  # grouped by length, but every prompt runs its shared prefix too
+            learner, forward = model.prompt_learner, model.prompt_learner.forward
+            learner.forward = lambda forward=forward: forward()._replace(shared=0)
         steps[(preset, mode)] = make_step(model, images, labels, args, loss_fn=loss_fn)
         out[(preset, mode)] = {"nodes": model.taxonomy.num_nodes, **prompt_stats(model), "times": [], "delta_mb": 0}
     for r in range(group["warmup"] + group["rounds"]):
@@ -237,6 +242,7 @@ def groups(args, labels: list[str]) -> list[dict]:
         presets = [p for p in ("protect", "hyptree", "vanilla") if p in args.presets]
         configs = [[p, m] for m in modes for p in presets]
         if args.before and not synthetic:
+            configs.append(["hyptree", "unshared"])  # without the shared-prefix pass
             configs.append(["hyptree", "before"])  # the pre-issue-16 step, for the speed-up
         evals = [] if args.no_eval else [[p, modes[0]] for p in presets if p in ("hyptree", "vanilla")]
         common = {"tree": label, "shape": args.shape, "batch": args.batch, "chunk": args.chunk}

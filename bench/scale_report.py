@@ -8,7 +8,7 @@ import math
 from bench.common import paired_ratio, table
 
 PRESETS = ("vanilla", "protect", "hyptree")
-MODE_ORDER = {"plain": 0, "chunked": 1, "before": 2}
+MODE_ORDER = {"plain": 0, "chunked": 1, "unshared": 2, "before": 3}
 
 
 def ordered(results) -> list:
@@ -54,6 +54,8 @@ def ratios(results) -> dict:
             values[f"speedup_{tree}_{preset}"] = _ratio(r, now)
             values[f"mem_before_now_{tree}_{preset}"] = r["peak_mb"] / now["peak_mb"]
             values[f"loss_rel_{tree}_{preset}"] = abs(r["loss"] - now["loss"]) / abs(now["loss"])
+        if mode == "unshared" and now:
+            values[f"shared_speedup_{tree}_{preset}"] = _ratio(r, now)
         if mode == "chunked" and now:
             values[f"chunk_time_{tree}_{preset}"] = _ratio(r, now)
             values[f"chunk_mem_{tree}_{preset}"] = r["peak_mb"] / now["peak_mb"]

@@ -66,8 +66,24 @@ def test_length_grouped_text_pass_equals_the_padded_pass(backbone):
     torch.testing.assert_close(grouped, padded, rtol=1e-10, atol=1e-12)
     for a, b in zip(g_grouped, g_padded):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    # a brute-force oracle: each prompt alone, cut right after its own EOT
+    # the prefix-shared pass: SOS + context computed once, each prompt's own tokens attend to it
     out = learner()
+    assert out.shared == 1 + len(learner._middle) and out.shared < int(eot.min())
+    rows = out.token_embeds[:, : out.shared]
+    torch.testing.assert_close(rows, rows[:1].expand_as(rows), rtol=0, atol=0)  # really shared
+    calls = []
+    encode_shared = tower._encode_shared
+    tower._encode_shared = lambda *a: calls.append(len(a[1])) or encode_shared(*a)
+    shared, g_shared = _text_pass(tower, learner, weights, shared=out.shared)
+    assert sum(calls) == len(NAMES)  # every prompt went through the shared-prefix pass
+    torch.testing.assert_close(shared, padded, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g_shared, g_padded):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    chunked, g_chunked = _text_pass(tower, learner, weights, shared=out.shared, chunk=2)
+    torch.testing.assert_close(chunked, padded, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g_chunked, g_padded):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # a brute-force oracle: each prompt alone, cut right after its own EOT
     for i, e in enumerate(eot.tolist()):
         alone = tower(out.token_embeds[i : i + 1, : e + 1], out.tokens[i : i + 1, : e + 1], out.text_deep)
         torch.testing.assert_close(alone[0].detach(), grouped[i], rtol=1e-10, atol=1e-12)
@@ -288,3 +304,37 @@ def test_scale_targets_say_met_and_missed():
     assert got["chunked peak at 20000 nodes <= 3x that at 1,368"] == ("4.00x", False)
     assert got["chunked step time grows at most linearly"] == ("exponents <= 1.12", False)
     assert "hyptree / protect peak memory <= 1.05" not in got  # nothing measured, nothing claimed
+
+
+def test_scale_bench_before_and_unshared_modes_give_the_same_loss(tmp_path, monkeypatch):
+    import argparse
+
+    from test_taxonomy_io import NESTED, make_protect_tree
+
+    from bench import common, scale, scale_report
+
+    (tmp_path / "sun").mkdir()
+    make_protect_tree(str(tmp_path / "sun" / "tree.npy"), NESTED)
+    monkeypatch.setenv(common.PROTECT_DIR, str(tmp_path))
+    args = argparse.Namespace(
+        shape="tiny",
+        device="cpu",
+        precision="fp32",
+        batch=2,
+        rounds=1,
+        chunk=8,
+        plain_max=30,
+        before=True,
+        no_eval=True,
+        out=None,
+        presets=("protect", "hyptree"),
+        warmup=0,
+        split=False,
+    )
+    results = scale.run(args, ["sun"])
+    assert sorted(s["mode"] for s, _ in results) == ["before", "plain", "plain", "unshared"]
+    losses = {s["mode"]: r["loss"] for s, r in results if s["preset"] == "hyptree"}
+    assert losses["unshared"] == pytest.approx(losses["plain"], rel=1e-5)
+    assert losses["before"] == pytest.approx(losses["plain"], rel=1e-5)
+    values = scale_report.ratios(results)
+    assert values["speedup_sun_hyptree"] > 0 and values["shared_speedup_sun_hyptree"] > 0

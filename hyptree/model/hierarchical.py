@@ -135,7 +135,8 @@ class HierarchicalCLIP(nn.Module):
         if nodes is not None:
             rows = nodes.to(tokens.device) - 1
             embeds, tokens = embeds.index_select(0, rows), tokens.index_select(0, rows)
-        feats = self.text_tower(embeds, tokens, deep_prompts=p.text_deep, chunk=self._text_chunk(len(tokens))).float()
+        chunk = self._text_chunk(len(tokens))
+        feats = self.text_tower(embeds, tokens, deep_prompts=p.text_deep, chunk=chunk, shared=p.shared).float()
         if nodes is None:
             return torch.cat([feats.new_zeros(1, feats.shape[1]), feats])
         full = feats.new_zeros(self.taxonomy.num_nodes, feats.shape[1])

@@ -58,6 +58,8 @@ class PromptOutput(NamedTuple):
     text_deep: list of ``(n, Wt)``, one per text block 1..J-1, or ``None``.
     vision_shallow: ``(n_v, Wv)`` appended visual prompt, or ``None``.
     vision_deep: list of ``(n_v, Wv)``, one per vision block 1..J-1, or ``None``.
+    shared: how many leading positions are the same in every prompt (SOS, the learned
+        context, the fixed rest of ``ctx_init``: tokens and embeddings); ``0`` = unknown.
     """
 
     token_embeds: torch.Tensor
@@ -65,6 +67,7 @@ class PromptOutput(NamedTuple):
     text_deep: list[torch.Tensor] | None = None
     vision_shallow: torch.Tensor | None = None
     vision_deep: list[torch.Tensor] | None = None
+    shared: int = 0
 
 
 def freeze(clip_model):
@@ -158,9 +161,14 @@ class PromptLearner(nn.Module):
         embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + self.n_ctx :]], dim=1)
         return embeds, self.tokens
 
+    @property
+    def shared_prefix(self) -> int:
+        """Leading positions equal in every prompt: SOS, the context, the rest of ``ctx_init``."""
+        return 1 + len(self._middle)
+
     def forward(self):
         embeds, tokens = self.text_inputs()
-        return PromptOutput(embeds, tokens)
+        return PromptOutput(embeds, tokens, shared=self.shared_prefix)
 
     def extra_losses(self, images, text, image, logits, classes):
         """Loss terms this backbone adds to the training objective: none by default.
@@ -238,7 +246,9 @@ class MaPLePromptLearner(PromptLearner):
         embeds, tokens = self.text_inputs()
         text_deep = list(self.text_deep)
         vision_deep = [proj(p) for proj, p in zip(self.deep_proj, text_deep)]
-        return PromptOutput(embeds, tokens, text_deep or None, self.proj(self.ctx), vision_deep or None)
+        return PromptOutput(
+            embeds, tokens, text_deep or None, self.proj(self.ctx), vision_deep or None, self.shared_prefix
+        )
 
 
 class PromptSRCPromptLearner(PromptLearner):
@@ -296,7 +306,12 @@ class PromptSRCPromptLearner(PromptLearner):
     def forward(self):
         embeds, tokens = self.text_inputs()
         return PromptOutput(
-            embeds, tokens, list(self.text_deep) or None, self.vision_shallow, list(self.vision_deep) or None
+            embeds,
+            tokens,
+            list(self.text_deep) or None,
+            self.vision_shallow,
+            list(self.vision_deep) or None,
+            self.shared_prefix,
         )
 
     def extra_losses(self, images, text, image, logits, classes):

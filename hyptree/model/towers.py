@@ -138,7 +138,7 @@ class TextTower(nn.Module):
     def dtype(self):
         return self.clip_model.text_projection.dtype
 
-    def forward(self, token_embeds, tokens, deep_prompts=None, truncate=True, chunk=0):
+    def forward(self, token_embeds, tokens, deep_prompts=None, truncate=True, chunk=0, shared=0):
         """Text features for prompts given as token embeddings.
 
         Args:
@@ -159,6 +159,11 @@ class TextTower(nn.Module):
                 activations are recomputed in backward instead of kept): memory for
                 backward then grows with the chunk, not with ``N``. Same features and
                 gradients as ``chunk=0``.
+            shared: the first ``shared`` positions are the same in every prompt (tokens and
+                embeddings: ``PromptOutput.shared``). With ``truncate``, their activations
+                are computed once per call and each prompt runs only its own positions,
+                attending to the shared ones (exact under the causal mask: a shared position
+                never sees a prompt's own tokens). ``0``: every position of every prompt.
 
         Returns:
             ``(N, D)`` unnormalised text features in the tower's dtype.
@@ -193,6 +198,10 @@ class TextTower(nn.Module):
                 )
         grouped = truncate and self.causal
         groups = _length_groups(eot_host) if grouped else [(length, None)]
+        shared = int(shared) if grouped and all(1 + p.shape[0] <= int(shared) for p in deep_prompts) else 0
+        shared = min(shared, first_eot)  # every prompt keeps at least its EOT position
+        encode = self._encode_shared if shared else self._encode
+        prefix = (token_embeds[:1, :shared],) if shared else ()
         step = int(chunk) or count
         keep = torch.is_grad_enabled() and (token_embeds.requires_grad or any(p.requires_grad for p in deep_prompts))
         checkpointed = bool(chunk) and keep
@@ -204,12 +213,14 @@ class TextTower(nn.Module):
                 index = torch.from_numpy(rows).to(token_embeds.device)
                 embeds, ends = token_embeds.index_select(0, index)[:, :size], eot.index_select(0, index)
                 order.append(index)
+            if shared:
+                embeds, ends = embeds[:, shared:], ends - shared
             for start in range(0, embeds.shape[0], step):
-                args = (embeds[start : start + step], ends[start : start + step], *deep_prompts)
+                args = (*prefix, embeds[start : start + step], ends[start : start + step], *deep_prompts)
                 if checkpointed:
-                    pieces.append(checkpoint(self._encode, *args, use_reentrant=False))
+                    pieces.append(checkpoint(encode, *args, use_reentrant=False))
                 else:
-                    pieces.append(self._encode(*args))
+                    pieces.append(encode(*args))
         feats = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
         if len(order) > 1:  # back to the input order
             order = torch.cat(order)
@@ -232,6 +243,34 @@ class TextTower(nn.Module):
                 x = torch.cat([x[:1], prompt, x[1 + prompt.shape[0] :]], dim=0)
             x = _run_block(block, x, _block_mask(block, length, dtype, x.device, self._masks))
         x = x[eot, torch.arange(count, device=x.device)]  # (N, W): the EOT token of each prompt
+        x = model.ln_final(x).to(dtype)
+        return x @ model.text_projection
+
+    def _encode_shared(self, prefix, token_embeds, eot, *deep_prompts):
+        """:meth:`_encode` for prompts that all start with ``prefix (1, P, W)``: the prefix runs
+        once (batch 1), each prompt's own positions ``token_embeds (n, S, W)`` (absolute
+        positions ``P..P+S-1``) attend to the prefix's and their own; ``eot`` is relative to
+        ``P``. Deep prompts (positions ``1..n_j < P``) replace prefix positions only."""
+        model = self.clip_model
+        dtype, count = self.dtype, token_embeds.shape[0]
+        shared, length = prefix.shape[1], token_embeds.shape[1]
+        pos = model.positional_embedding.to(dtype)
+        xp = (prefix.to(dtype) + pos[:shared]).permute(1, 0, 2)  # (P, 1, W)
+        x = (token_embeds.to(dtype) + pos[shared : shared + length]).permute(1, 0, 2)  # (S, n, W)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            if 1 <= i <= len(deep_prompts):
+                prompt = deep_prompts[i - 1].to(dtype).unsqueeze(1)
+                xp = torch.cat([xp[:1], prompt, xp[1 + prompt.shape[0] :]], dim=0)
+            mask = _block_mask(block, shared + length, dtype, x.device, self._masks)
+            hp, h = block.ln_1(xp), block.ln_1(x)
+            keys = torch.cat([hp.expand(-1, count, -1), h], dim=0)  # (P + S, n, W)
+            x = x + block.attn(h, keys, keys, need_weights=False, attn_mask=mask[shared:])[0]
+            x = x + block.mlp(block.ln_2(x))
+            if i < last:  # the prefix's own update (its last one feeds nothing)
+                xp = xp + block.attn(hp, hp, hp, need_weights=False, attn_mask=mask[:shared, :shared])[0]
+                xp = xp + block.mlp(block.ln_2(xp))
+        x = x[eot, torch.arange(count, device=x.device)]
         x = model.ln_final(x).to(dtype)
         return x @ model.text_projection
 
