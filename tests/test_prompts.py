@@ -305,4 +305,8 @@ def test_prompt_output_is_a_named_tuple(model):
         "text_deep",
         "vision_shallow",
         "vision_deep",
+        "shared",
     )
+    assert out.shared == 3  # SOS + the 2 context vectors: the same in every prompt
+    assert bool((out.token_embeds[:, :3] == out.token_embeds[:1, :3]).all())
+    assert not bool((out.token_embeds[:, 3] == out.token_embeds[:1, 3]).all())  # the names differ from here
