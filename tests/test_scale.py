@@ -218,8 +218,18 @@ def test_text_chunk_key_reaches_the_model_and_auto_is_safe():
         check_config(cfg)
 
 
-def test_scale_bench_core_runs_on_tiny_shapes(tmp_path, monkeypatch):
+def _tiny_bench_args(**over):
+    """``bench/scale.py``'s options for an in-process run on the tiny shape."""
     import argparse
+
+    from bench import scale
+
+    opts = dict(shape="tiny", device="cpu", precision="fp32", batch=2, rounds=1, chunk=8, plain_max=30)
+    opts.update(before=False, no_eval=False, out=None, presets=scale.PRESETS, warmup=1, split=False)
+    return argparse.Namespace(**{**opts, **over})
+
+
+def test_scale_bench_core_runs_on_tiny_shapes(tmp_path, monkeypatch):
 
     from bench import scale, scale_report
 
@@ -228,21 +238,7 @@ def test_scale_bench_core_runs_on_tiny_shapes(tmp_path, monkeypatch):
     words = [len(n.split()) for n in tax.display_names[1:]]
     assert min(words) >= 1 and max(words) >= 3  # multi-word names, not one-token stand-ins
     out = str(tmp_path / "scale.jsonl")
-    args = argparse.Namespace(
-        shape="tiny",
-        device="cpu",
-        precision="fp32",
-        batch=2,
-        rounds=1,
-        chunk=8,
-        plain_max=30,
-        before=False,
-        no_eval=False,
-        out=out,
-        presets=scale.PRESETS,
-        warmup=1,
-        split=False,
-    )
+    args = _tiny_bench_args(out=out)
     results = scale.run(args, ["N20", "N40"])
     modes = [(s["tree"], s["mode"]) for s, _ in results]
     assert modes.count(("N20", "plain")) == 3 and ("N40", "plain") not in modes  # plain only up to plain_max
@@ -307,7 +303,6 @@ def test_scale_targets_say_met_and_missed():
 
 
 def test_scale_bench_before_and_unshared_modes_give_the_same_loss(tmp_path, monkeypatch):
-    import argparse
 
     from test_taxonomy_io import NESTED, make_protect_tree
 
@@ -316,21 +311,7 @@ def test_scale_bench_before_and_unshared_modes_give_the_same_loss(tmp_path, monk
     (tmp_path / "sun").mkdir()
     make_protect_tree(str(tmp_path / "sun" / "tree.npy"), NESTED)
     monkeypatch.setenv(common.PROTECT_DIR, str(tmp_path))
-    args = argparse.Namespace(
-        shape="tiny",
-        device="cpu",
-        precision="fp32",
-        batch=2,
-        rounds=1,
-        chunk=8,
-        plain_max=30,
-        before=True,
-        no_eval=True,
-        out=None,
-        presets=("protect", "hyptree"),
-        warmup=0,
-        split=False,
-    )
+    args = _tiny_bench_args(before=True, no_eval=True, presets=("protect", "hyptree"), warmup=0)
     results = scale.run(args, ["sun"])
     assert sorted(s["mode"] for s, _ in results) == ["before", "plain", "plain", "unshared"]
     losses = {s["mode"]: r["loss"] for s, r in results if s["preset"] == "hyptree"}
