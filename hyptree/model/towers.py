@@ -242,9 +242,7 @@ class TextTower(nn.Module):
                 prompt = prompt.unsqueeze(1).expand(-1, count, -1)
                 x = torch.cat([x[:1], prompt, x[1 + prompt.shape[0] :]], dim=0)
             x = _run_block(block, x, _block_mask(block, length, dtype, x.device, self._masks))
-        x = x[eot, torch.arange(count, device=x.device)]  # (N, W): the EOT token of each prompt
-        x = model.ln_final(x).to(dtype)
-        return x @ model.text_projection
+        return self._project(x, eot)
 
     def _encode_shared(self, prefix, token_embeds, eot, *deep_prompts):
         """:meth:`_encode` for prompts that all start with ``prefix (1, P, W)``: the prefix runs
@@ -270,9 +268,13 @@ class TextTower(nn.Module):
             if i < last:  # the prefix's own update (its last one feeds nothing)
                 xp = xp + block.attn(hp, hp, hp, need_weights=False, attn_mask=mask[:shared, :shared])[0]
                 xp = xp + block.mlp(block.ln_2(xp))
-        x = x[eot, torch.arange(count, device=x.device)]
-        x = model.ln_final(x).to(dtype)
-        return x @ model.text_projection
+        return self._project(x, eot)
+
+    def _project(self, x, eot):
+        """Features from the last block's output ``x (L, n, W)``: each prompt's EOT token, the
+        final LayerNorm and the text projection."""
+        x = x[eot, torch.arange(x.shape[1], device=x.device)]  # (n, W)
+        return self.clip_model.ln_final(x).to(self.dtype) @ self.clip_model.text_projection
 
 
 def _length_groups(eot):
